@@ -1,0 +1,55 @@
+"""The ``cai`` command line.
+
+Each command group lives in its own module and imports its heavy dependencies
+(torch, transformers, datasets) inside the command, so ``cai --help`` is instant.
+User errors (:class:`cai.errors.CaiError`) print one line and exit 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cai.cli import constitution as _constitution
+from cai.cli import env as _env
+from cai.cli import export as _export
+from cai.cli import generate as _generate
+
+app = typer.Typer(
+    name="cai",
+    help="Constitutional AI and RLAIF: constitutions in YAML, AI feedback, preference training, evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+app.add_typer(_constitution.app, name="constitution")
+app.command("env")(_env.env)
+app.command("generate")(_generate.generate)
+app.command("export")(_export.export)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning user errors into one line."""
+    from cai.errors import CaiError
+
+    try:
+        app(prog_name="cai")
+    except CaiError as exc:
+        if _state["debug"] or "--debug" in sys.argv:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
+        sys.exit(130)

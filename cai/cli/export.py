@@ -1,0 +1,5 @@
+"""`cai export` (being written)."""
+
+
+def export() -> None:
+    """Export JSONL records to a datasets DatasetDict."""

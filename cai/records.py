@@ -1,0 +1,255 @@
+"""Typed records that flow between stages.
+
+Every stage reads and writes JSONL lines that validate against one of these
+pydantic models. Field names follow TRL's conversational formats
+(``prompt``/``completion`` and ``prompt``/``chosen``/``rejected``, each a list of
+``{role, content}`` messages) so a stage's output loads into TRL unchanged.
+Each record carries ``schema_version``, a deterministic ``id`` and its
+:class:`Provenance`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cai import __version__
+
+SCHEMA_VERSION = 1
+
+Role = Literal["system", "user", "assistant"]
+
+
+def make_id(*parts: Any) -> str:
+    """A deterministic record id: the first 16 hex digits of sha256 over canonical JSON.
+
+    Anything that determines a record (prompt, model, sampling, seed...) goes in
+    ``parts``; the same parts always give the same id, so a rerun can skip ids it
+    already wrote.
+
+    >>> make_id("a", 1) == make_id("a", 1)
+    True
+    >>> make_id("a", 1) == make_id("a", 2)
+    False
+    >>> len(make_id({"b": 2, "a": 1}))
+    16
+    """
+    blob = json.dumps(_plain(parts), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (list, tuple)):
+        return [_plain(o) for o in obj]
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp, second precision."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Message(BaseModel):
+    """One chat turn.
+
+    >>> Message(role="user", content="hi").model_dump()
+    {'role': 'user', 'content': 'hi'}
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: Role
+    content: str
+
+
+def as_messages(prompt: str | list[Message] | list[dict]) -> list[Message]:
+    """Normalise a prompt (plain string or list of messages) to messages.
+
+    >>> [m.role for m in as_messages("hello")]
+    ['user']
+    >>> as_messages([{"role": "user", "content": "a"}])[0].content
+    'a'
+    """
+    if isinstance(prompt, str):
+        return [Message(role="user", content=prompt)]
+    return [m if isinstance(m, Message) else Message(**m) for m in prompt]
+
+
+def to_chat(messages: list[Message]) -> list[dict[str, str]]:
+    """Messages as plain dicts, the form backends take.
+
+    >>> to_chat([Message(role="user", content="x")])
+    [{'role': 'user', 'content': 'x'}]
+    """
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+class SamplingParams(BaseModel):
+    """How to sample. ``temperature == 0`` means greedy decoding.
+
+    ``seed`` is the base seed of a request; backends derive each request's own
+    seed from it and the request's content (:func:`cai.backends.request_seed`),
+    so a record does not depend on which batch it happened to share.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    n: int = Field(1, ge=1, le=64)
+    stop: tuple[str, ...] = ()
+
+
+class ConstitutionRef(BaseModel):
+    """Which constitution a record was made under."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    version: str
+    hash: str
+
+
+class Provenance(BaseModel):
+    """Where a record came from: enough to reproduce or audit it."""
+
+    model_config = ConfigDict(extra="forbid")
+    constitution: ConstitutionRef | None = None
+    principle_ids: list[str] = Field(default_factory=list)
+    model: str | None = None
+    backend: str | None = None
+    sampling: SamplingParams | None = None
+    seed: int | None = None
+    created_at: str = Field(default_factory=utc_now)
+    cai_version: str = __version__
+
+
+class PromptRecord(BaseModel):
+    """One input prompt: ``{"prompt": str}`` or ``{"prompt": [messages]}``.
+
+    Other keys (``label``, ``type``...) are kept in :attr:`metadata`.
+    A conversation must end with a user turn.
+
+    >>> r = PromptRecord.model_validate({"prompt": "How do I kill a Python process?", "label": "safe"})
+    >>> r.metadata, [m.role for m in r.messages()]
+    ({'label': 'safe'}, ['user'])
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | list[Message]
+    id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_extra(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = {"prompt", "id", "metadata"}
+            extra = {k: v for k, v in data.items() if k not in known}
+            if extra:
+                data = {k: v for k, v in data.items() if k in known}
+                data["metadata"] = {**data.get("metadata", {}), **extra}
+        return data
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, v: str | list[Message]) -> str | list[Message]:
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("prompt is empty")
+        else:
+            if not v:
+                raise ValueError("prompt has no messages")
+            if v[-1].role != "user":
+                raise ValueError("a conversation prompt must end with a user turn")
+        return v
+
+    def messages(self) -> list[Message]:
+        return as_messages(self.prompt)
+
+    def key(self) -> str:
+        """The prompt's id: the given one, or a hash of its messages."""
+        return self.id or make_id(to_chat(self.messages()))
+
+
+class CompletionRecord(BaseModel):
+    """A model's answer to a prompt, in TRL's conversational prompt/completion format."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    prompt_id: str
+    prompt: list[Message]
+    completion: list[Message]
+    finish_reason: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    sample_index: int = 0
+    provenance: Provenance
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("completion")
+    @classmethod
+    def _one_assistant_turn(cls, v: list[Message]) -> list[Message]:
+        if len(v) != 1 or v[0].role != "assistant":
+            raise ValueError("completion must be exactly one assistant message")
+        return v
+
+
+PreferenceSource = Literal["ai", "human", "revision"]
+
+
+class PreferenceRecord(BaseModel):
+    """A preference pair in TRL's format, with a soft label.
+
+    ``p_chosen`` is the probability that ``chosen`` is the better answer (1.0 for
+    a hard human label). ``source`` says who labelled it: ``ai`` (the feedback
+    model), ``human``, or ``revision`` (a revision preferred over the answer it
+    revised, an explicit shortcut). Human files without ``id`` get one from their
+    content.
+
+    >>> r = PreferenceRecord.model_validate({"prompt": [{"role": "user", "content": "q"}],
+    ...     "chosen": [{"role": "assistant", "content": "a"}],
+    ...     "rejected": [{"role": "assistant", "content": "b"}]})
+    >>> r.source, r.p_chosen, len(r.id)
+    ('human', 1.0, 16)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    id: str = ""
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    p_chosen: float = Field(1.0, ge=0.0, le=1.0)
+    source: PreferenceSource = "human"
+    weight: float = Field(1.0, ge=0.0)
+    provenance: Provenance | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_str(cls, v: Any) -> Any:
+        return [{"role": "user", "content": v}] if isinstance(v, str) else v
+
+    @field_validator("chosen", "rejected", mode="before")
+    @classmethod
+    def _answer_str(cls, v: Any) -> Any:
+        return [{"role": "assistant", "content": v}] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> PreferenceRecord:
+        if not self.prompt:
+            raise ValueError("prompt has no messages")
+        if self.chosen == self.rejected:
+            raise ValueError("chosen equals rejected: a pair needs two different answers")
+        if not self.id:
+            self.id = make_id(to_chat(self.prompt), to_chat(self.chosen), to_chat(self.rejected))
+        return self
