@@ -153,7 +153,7 @@ class PromptRecord(BaseModel):
         if isinstance(data, dict):
             known = {"prompt", "id", "metadata"}
             extra = {k: v for k, v in data.items() if k not in known}
-            if extra:
+            if extra and isinstance(data.get("metadata", {}), dict):
                 data = {k: v for k, v in data.items() if k in known}
                 data["metadata"] = {**data.get("metadata", {}), **extra}
         return data

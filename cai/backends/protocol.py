@@ -92,3 +92,15 @@ def request_seed(base_seed: int, chat: Chat, sample: int = 0) -> int:
     """
     blob = json.dumps([base_seed, [dict(m) for m in chat], sample], sort_keys=True, ensure_ascii=False)
     return int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` before the first stop string it contains (OpenAI semantics: the stop string is dropped).
+
+    >>> cut_at_stop("one. two. three", [". t"])
+    ('one', True)
+    >>> cut_at_stop("no stop here", ["###"])
+    ('no stop here', False)
+    """
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
