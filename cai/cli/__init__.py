@@ -12,10 +12,14 @@ import sys
 
 import typer
 
+from cai.cli import audit as _audit
 from cai.cli import constitution as _constitution
+from cai.cli import critique as _critique
 from cai.cli import env as _env
 from cai.cli import export as _export
 from cai.cli import generate as _generate
+from cai.cli import label as _label
+from cai.cli import train as _train
 
 app = typer.Typer(
     name="cai",
@@ -37,6 +41,10 @@ app.add_typer(_constitution.app, name="constitution")
 app.command("env")(_env.env)
 app.command("generate")(_generate.generate)
 app.command("export")(_export.export)
+app.command("critique")(_critique.critique)
+app.command("label")(_label.label)
+app.add_typer(_audit.app, name="audit")
+app.add_typer(_train.app, name="train")
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def critique() -> None:
+    """(being written)"""

@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def label() -> None:
+    """(being written)"""

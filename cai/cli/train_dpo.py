@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def dpo() -> None:
+    """(being written)"""

@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def ppo() -> None:
+    """(being written)"""

@@ -1,0 +1,9 @@
+"""(being written)"""
+
+
+def rloo() -> None:
+    """(being written)"""
+
+
+def grpo() -> None:
+    """(being written)"""

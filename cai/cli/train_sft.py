@@ -1,0 +1,5 @@
+"""(being written)"""
+
+
+def sft() -> None:
+    """(being written)"""
