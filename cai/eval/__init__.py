@@ -1,0 +1,1 @@
+"""Evaluation: harm, over-refusal, helpfulness, reward-hacking probes, and reports."""
