@@ -58,6 +58,8 @@ class HFBackend:
         )
         self.lm.eval()
         self.eos_ids = _eos_ids(self.lm, self.tokenizer)
+        # Prefill only needs the last position's logits: skip the [B, T, V] lm-head output where the model allows.
+        self._last_only = {"logits_to_keep": 1} if _accepts(self.lm, "logits_to_keep") else {}
 
     def __repr__(self) -> str:
         return f"HFBackend(model={self.model!r}, device={self.device!r}, batch_size={self.batch_size})"
@@ -116,7 +118,7 @@ class HFBackend:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.lm.config)
         out = self.lm(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                      past_key_values=cache, use_cache=True)
+                      past_key_values=cache, use_cache=True, **self._last_only)
         logits = out.logits[:, -1, :].float()
         generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         eos = torch.tensor(sorted(self.eos_ids), device=dev)
@@ -189,7 +191,7 @@ class HFBackend:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.lm.config)
         out = self.lm(input_ids=ids, attention_mask=attention, position_ids=positions,
-                      past_key_values=cache, use_cache=True)
+                      past_key_values=cache, use_cache=True, **self._last_only)
         first_logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # [B, V]: next-token dist after prefix
         rows = [(b, j) for b, cs in enumerate(conts) for j in range(len(cs))]
         if not rows:
@@ -217,10 +219,14 @@ class HFBackend:
         if not rows:
             return [[] for _ in prefixes]
         seqs = [prefixes[b] + conts[b][j] for b, j in rows]
-        ids, attention = _left_pad(seqs, self.tokenizer.pad_token_id, dev)
+        ids, attention = _left_pad(seqs, self.tokenizer.pad_token_id, dev)  # [R, T]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        logits = self.lm(input_ids=ids, attention_mask=attention, position_ids=positions).logits.float()
-        logp = torch.log_softmax(logits[:, :-1, :], dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)  # [R, T-1]
+        # Left padding right-aligns every continuation: the last K positions cover all of them.
+        k = max(len(conts[b][j]) for b, j in rows) + 1
+        keep = {"logits_to_keep": k} if self._last_only else {}
+        logits = self.lm(input_ids=ids, attention_mask=attention, position_ids=positions, **keep).logits.float()
+        logits = logits[:, -k:, :]  # [R, K, V]
+        logp = torch.log_softmax(logits[:, :-1, :], dim=-1).gather(2, ids[:, -k + 1 :, None]).squeeze(2)  # [R, K-1]
         totals = []
         for r, (b, j) in enumerate(rows):
             n = len(conts[b][j])
@@ -229,6 +235,15 @@ class HFBackend:
 
 
 # ----------------------------------------------------------------------- helpers
+def _accepts(model: Any, arg: str) -> bool:
+    import inspect
+
+    try:
+        return arg in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
     for src in (getattr(model, "generation_config", None), model.config):
