@@ -233,6 +233,7 @@ class PreferenceRecord(BaseModel):
     weight: float = Field(1.0, ge=0.0)
     provenance: Provenance | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    label: LabelDetail | None = None  # how the AI labeler got p_chosen (source "ai"); see LabelDetail
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -253,3 +254,174 @@ class PreferenceRecord(BaseModel):
         if not self.id:
             self.id = make_id(to_chat(self.prompt), to_chat(self.chosen), to_chat(self.rejected))
         return self
+
+
+# --------------------------------------------------------------------------- AI feedback labels
+
+
+class Judgement(BaseModel):
+    """One read of the feedback model: one principle, one answer order.
+
+    ``order`` ``"ab"`` shows the pair's ``answer_a`` as option (A); ``"ba"``
+    shows it as (B). ``p_option_a`` is the probability of option (A) (a softmax
+    over the two options' log-probs, or 1/0 from a generated letter), ``None``
+    when the read failed; ``raw`` keeps a generated answer, ``reasoning`` a
+    chain of thought, ``error`` why the read failed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    principle_id: str
+    order: Literal["ab", "ba"]
+    method: Literal["logprobs", "generated"]
+    p_option_a: float | None = Field(None, ge=0.0, le=1.0)
+    logprobs: tuple[float, float] | None = None  # log p("A"), log p("B") after the answer prefix
+    raw: str | None = None
+    reasoning: str | None = None
+    error: str | None = None
+
+
+class LabelRecord(BaseModel):
+    """Everything the feedback model said about one pair: one line of ``labels.jsonl``.
+
+    ``answer_a``/``answer_b`` are the pair in its given order. ``p_a`` is the
+    probability that ``answer_a`` is better, averaged over both orders and the
+    principles whose two reads both succeeded (``used_principle_ids``);
+    ``p_a_ab``/``p_a_ba`` are the same average from one order only.
+    ``status == "failed"`` (no principle read in both orders) leaves them ``None``:
+    a failed pair never becomes a label, but its raw text stays here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    pair_id: str
+    prompt: list[Message]
+    answer_a: list[Message]
+    answer_b: list[Message]
+    status: Literal["ok", "failed"]
+    p_a: float | None = Field(None, ge=0.0, le=1.0)
+    p_a_ab: float | None = Field(None, ge=0.0, le=1.0)
+    p_a_ba: float | None = Field(None, ge=0.0, le=1.0)
+    position_consistent: bool | None = None
+    principle_ids: list[str]
+    used_principle_ids: list[str] = Field(default_factory=list)
+    judgements: list[Judgement]
+    cot: bool = False
+    error: str | None = None
+    provenance: Provenance
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class LabelDetail(BaseModel):
+    """How the AI labeler reached a :class:`PreferenceRecord`'s ``p_chosen``.
+
+    ``p_chosen_as_a`` / ``p_chosen_as_b``: the chosen answer's probability when
+    it was shown as option (A) / as option (B); ``p_chosen`` is their mean.
+    ``position_consistent``: both orders picked the same answer. ``margin`` is
+    ``p_chosen - (1 - p_chosen)``. ``label_id`` is the line of ``labels.jsonl``
+    with every raw read.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    label_id: str
+    feedback_model: str
+    feedback_backend: str
+    method: Literal["logprobs", "generated", "mixed"]
+    principle_ids: list[str]
+    margin: float = Field(ge=0.0, le=1.0)
+    p_chosen_as_a: float = Field(ge=0.0, le=1.0)
+    p_chosen_as_b: float = Field(ge=0.0, le=1.0)
+    position_consistent: bool
+    cot: bool = False
+    reasoning: list[str] = Field(default_factory=list)
+
+
+PreferenceRecord.model_rebuild()
+
+
+# --------------------------------------------------------------------------- SL-CAI critique/revision
+
+RevisionKind = Literal["revision", "helpful"]
+
+
+class RevisionRound(BaseModel):
+    """One critique/revision round of a :class:`RevisionRecord`.
+
+    ``critique`` is the model's critique as generated (``None`` with
+    ``--no-critique``); ``revision`` is the cleaned revision (a leading
+    "Revision:"-style preamble stripped) and ``revision_raw`` exactly what the
+    model said. ``flags`` name why the revision is unfit for SFT (``empty``,
+    ``truncated``, ``unchanged``, ``leak-request``, ``leak-label``, ``leak-role``,
+    ``leak-template``); an empty list means it is clean.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    index: int = Field(ge=1)
+    principle_id: str
+    critique_request: str | None = None
+    critique: str | None = None
+    critique_finish_reason: str | None = None
+    critique_tokens: int | None = None
+    revision_request: str
+    revision: str
+    revision_raw: str
+    revision_finish_reason: str
+    revision_tokens: int | None = None
+    flags: list[str] = Field(default_factory=list)
+
+
+class RevisionRecord(BaseModel):
+    """The full trace of one prompt x sample through the critique/revision stage.
+
+    ``prompt`` holds the prompt's own turns; ``system_prompt`` the constitution's
+    system prompt put in front of them (``None`` when the prompt has its own
+    system turn or the constitution none). ``kind`` is ``revision`` (answer, then
+    ``rounds``) or ``helpful`` (a plain answer to a benign prompt, no rounds,
+    mixed into the SFT set). ``answer_flags`` say whether the initial answer
+    itself is unfit (``empty``, ``truncated``, ``leak-role``, ``leak-template``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    kind: RevisionKind = "revision"
+    prompt_id: str
+    sample_index: int = 0
+    prompt: list[Message]
+    system_prompt: str | None = None
+    answer: str
+    answer_finish_reason: str
+    answer_tokens: int | None = None
+    answer_flags: list[str] = Field(default_factory=list)
+    rounds: list[RevisionRound] = Field(default_factory=list)
+    no_critique: bool = False
+    few_shot: int = 0
+    provenance: Provenance
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SFTRecord(BaseModel):
+    """A supervised fine-tuning example in TRL's conversational prompt/completion format.
+
+    ``source_id`` is the :class:`RevisionRecord` it was derived from and
+    ``round`` the round whose revision is the completion (0: the plain answer of
+    a ``helpful`` record).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    prompt: list[Message]
+    completion: list[Message]
+    source_id: str
+    kind: RevisionKind = "revision"
+    round: int = Field(0, ge=0)
+    provenance: Provenance
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("completion")
+    @classmethod
+    def _one_assistant_turn(cls, v: list[Message]) -> list[Message]:
+        if len(v) != 1 or v[0].role != "assistant":
+            raise ValueError("completion must be exactly one assistant message")
+        return v

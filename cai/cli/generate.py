@@ -10,7 +10,7 @@ from cai.cli import backend_options as bo
 
 
 def generate(
-    prompts: Path = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": str} or {\"prompt\": [messages]}."),
+    prompts: Path = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": str} or {\"prompt\": \\[messages]}."),
     output: Path = typer.Option(..., "--output", "-o", help="Output JSONL of completion records (appended; reruns resume)."),
     model: str = bo.ModelOpt,
     backend: str = bo.BackendOpt,

@@ -1,5 +1,91 @@
-"""(being written)"""
+"""`cai train ppo`: our own PPO against a preference model, a judge, or a toy reward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cai.train import cli_options as co
+
+RewardOpt = typer.Option(
+    ..., "--reward", "-r",
+    help="rm:PATH (a `cai train rm` output dir; a bare dir works too), judge:MODEL (p(Yes) from a feedback "
+         "model on --judge-question), toy:token=TOKEN (fraction of the answer's tokens that are TOKEN) or "
+         "toy:contains=TEXT.",
+)
 
 
-def ppo() -> None:
-    """(being written)"""
+def ppo(
+    prompts: list[Path] = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": text or a list of messages} (or SFT/preference records: their prompts); repeatable."),
+    reward: str = RewardOpt,
+    output: Path = co.OutputOpt,
+    model: str = co.ModelOpt,
+    config: Path | None = typer.Option(None, "--config", help="YAML of PPOConfig keys (TRL's former PPOConfig names: kl_coef, cliprange, vf_coef, gamma, lam, response_length...)."),
+    set_: list[str] | None = co.SetOpt,
+    constitution: Path | None = typer.Option(None, "--constitution", "-c", help="Answer with its system prompt; its name/version/hash go into the card."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", help="System prompt for the policy (overrides the constitution's)."),
+    judge_question: str | None = typer.Option(None, "--judge-question", help="judge: the Yes/No question about each answer."),
+    judge_output: str = typer.Option("prob", "--judge-output", help="judge: prob (p(Yes)) or logodds."),
+    judge_backend: str = typer.Option("hf", "--judge-backend", help="judge: hf (local) or openai (with --judge-base-url)."),
+    judge_base_url: list[str] | None = typer.Option(None, "--judge-base-url", help="judge: OpenAI-compatible server URL (repeatable)."),
+    reward_batch_size: int = typer.Option(8, "--reward-batch-size", help="Answers per forward pass of the preference model or judge."),
+    learning_rate: float | None = co.LearningRateOpt,
+    max_steps: int | None = typer.Option(None, "--max-steps", help="PPO steps (config key max_steps; default: one pass over the prompts)."),
+    total_episodes: int | None = typer.Option(None, "--total-episodes", help="Answers to sample in all (config key total_episodes)."),
+    batch_size: int | None = co.BatchSizeOpt,
+    grad_accum: int | None = co.GradAccumOpt,
+    response_length: int | None = typer.Option(None, "--response-length", help="Most tokens per answer (config key response_length)."),
+    kl_coef: float | None = typer.Option(None, "--kl-coef", help="KL penalty coefficient (config key kl_coef)."),
+    target_kl: float | None = typer.Option(None, "--target-kl", help="Adaptive KL controller's target per-answer KL (config key target_kl)."),
+    temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature (config key temperature)."),
+    seed: int | None = co.SeedOpt,
+    report_to: str | None = co.ReportToOpt,
+    lora: bool = co.LoraOpt,
+    lora_r: int = co.LoraROpt,
+    lora_alpha: int = co.LoraAlphaOpt,
+    lora_dropout: float = co.LoraDropoutOpt,
+    lora_target: list[str] | None = co.LoraTargetOpt,
+    dtype: str | None = co.DtypeOpt,
+    trust_remote_code: bool = co.TrustRemoteCodeOpt,
+    chat_template: str | None = co.ChatTemplateOpt,
+    audit: Path | None = co.AuditOpt,
+    accelerate_config: str | None = co.AccelerateConfigOpt,
+    num_processes: int | None = co.NumProcessesOpt,
+) -> None:
+    """Train a policy with PPO (value head, frozen reference, KL penalty, GAE) against a reward."""
+    co.relaunch_if_asked(accelerate_config, num_processes)
+    from cai.errors import CaiError
+    from cai.train.ppo_config import PPOConfig
+    from cai.train.ppo_run import train_ppo
+    from cai.train.rewards import DEFAULT_JUDGE_QUESTION, parse_reward_spec
+
+    parse_reward_spec(reward)  # a bad spec fails before anything loads
+    options = co.trainer_options(
+        learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+        report_to=report_to, total_episodes=total_episodes, response_length=response_length, kl_coef=kl_coef,
+        target_kl=target_kl, temperature=temperature,
+    )
+    cfg = co.make_config(PPOConfig, output, config, set_, options)
+    ref = None
+    if constitution is not None:
+        from cai.constitution import load_constitution
+
+        const = load_constitution(constitution)
+        ref = const.ref()
+        system_prompt = system_prompt or const.system_prompt or None
+    if judge_output not in ("prob", "logodds"):
+        raise CaiError(f"--judge-output {judge_output!r} is not prob or logodds", hint="use prob or logodds")
+    if judge_base_url and judge_backend != "openai":
+        raise CaiError("--judge-base-url is only for --judge-backend openai", hint="add --judge-backend openai")
+    judge = None
+    if reward.startswith("judge:") and judge_backend != "hf":
+        from cai.cli import backend_options as bo
+
+        judge = bo.backend_from_options(judge_backend, reward.partition(":")[2], base_url=judge_base_url)
+    train_ppo(prompts, reward=reward, output_dir=output, model=model, config=cfg,
+              lora=co.lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target),
+              system_prompt=system_prompt, constitution=ref, dtype=dtype, trust_remote_code=trust_remote_code,
+              chat_template=chat_template, audit=audit,
+              reward_options={"batch_size": reward_batch_size, "judge_question": judge_question or DEFAULT_JUDGE_QUESTION,
+                              "judge_output": judge_output, "judge_backend": judge})

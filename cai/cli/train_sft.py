@@ -1,5 +1,54 @@
-"""(being written)"""
+"""`cai train sft`: supervised fine-tuning on prompt/completion records (TRL's SFTTrainer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cai.train import cli_options as co
 
 
-def sft() -> None:
-    """(being written)"""
+def sft(
+    data: list[Path] = typer.Option(..., "--data", "-d", help="SFT JSONL: prompt/completion records (e.g. revisions from `cai critique`); repeatable."),
+    output: Path = co.OutputOpt,
+    model: str = co.ModelOpt,
+    config: Path | None = co.ConfigOpt,
+    set_: list[str] | None = co.SetOpt,
+    eval_fraction: float = co.EvalFractionOpt,
+    learning_rate: float | None = co.LearningRateOpt,
+    max_steps: int | None = co.MaxStepsOpt,
+    epochs: float | None = co.EpochsOpt,
+    batch_size: int | None = co.BatchSizeOpt,
+    grad_accum: int | None = co.GradAccumOpt,
+    max_length: int | None = co.MaxLengthOpt,
+    seed: int | None = co.SeedOpt,
+    logging_steps: int | None = co.LoggingStepsOpt,
+    report_to: str | None = co.ReportToOpt,
+    lora: bool = co.LoraOpt,
+    lora_r: int = co.LoraROpt,
+    lora_alpha: int = co.LoraAlphaOpt,
+    lora_dropout: float = co.LoraDropoutOpt,
+    lora_target: list[str] | None = co.LoraTargetOpt,
+    dtype: str | None = co.DtypeOpt,
+    trust_remote_code: bool = co.TrustRemoteCodeOpt,
+    chat_template: str | None = co.ChatTemplateOpt,
+    resume: bool = co.ResumeOpt,
+    audit: Path | None = co.AuditOpt,
+    accelerate_config: str | None = co.AccelerateConfigOpt,
+    num_processes: int | None = co.NumProcessesOpt,
+) -> None:
+    """Fine-tune a model on prompt/completion records; the loss falls on the completions only."""
+    co.relaunch_if_asked(accelerate_config, num_processes)
+    from trl import SFTConfig
+
+    from cai.train.sft import train_sft
+
+    options = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
+                                 batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                 logging_steps=logging_steps, report_to=report_to)
+    cfg = co.make_config(SFTConfig, output, config, set_, options)
+    train_sft(data, output_dir=output, model=model, config=cfg,
+              lora=co.lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target),
+              eval_fraction=eval_fraction, dtype=dtype, trust_remote_code=trust_remote_code,
+              chat_template=chat_template, resume=resume, audit=audit)

@@ -1,0 +1,132 @@
+"""Online RL from AI feedback with TRL's RLOOTrainer and GRPOTrainer.
+
+The policy samples answers to the prompts; a reward from
+:mod:`cai.train.rewards` scores them: the preference model written by
+``cai train rm`` (``rm:PATH``), a feedback model asked a Yes/No rubric question
+(``judge:MODEL``), or a toy reward for tests. Several rewards may be given (TRL
+sums them, weighted by ``reward_weights``). Every ``RLOOConfig``/``GRPOConfig``
+key passes through (``num_generations``, ``max_completion_length``, ``beta``...).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cai.errors import CaiError
+from cai.io import PathLike
+from cai.train.models import LoraOptions
+from cai.train.runner import TrainResult
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("rloo", "grpo")
+
+
+def _classes(algorithm: str) -> tuple[Any, Any]:
+    if algorithm == "rloo":
+        from trl import RLOOConfig, RLOOTrainer
+
+        return RLOOConfig, RLOOTrainer
+    if algorithm == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
+    raise CaiError(f"unknown RL algorithm {algorithm!r}", hint=f"use one of {', '.join(ALGORITHMS)}")
+
+
+def default_rl_config(algorithm: str, output_dir: PathLike, **options: Any) -> Any:
+    """An ``RLOOConfig`` or ``GRPOConfig`` with cai's defaults and ``options``."""
+    from cai.train.config import build_config, training_defaults
+
+    config_cls, _ = _classes(algorithm)
+    return build_config(config_cls, options=options, defaults=training_defaults(config_cls, output_dir))
+
+
+def check_batch(cfg: Any, world_size: int = 1) -> None:
+    """Refuse a batch that TRL cannot split into whole groups of ``num_generations`` answers.
+
+    >>> from types import SimpleNamespace as NS
+    >>> check_batch(NS(per_device_train_batch_size=4, gradient_accumulation_steps=1, steps_per_generation=None,
+    ...                generation_batch_size=None, num_generations=2))
+    >>> check_batch(NS(per_device_train_batch_size=3, gradient_accumulation_steps=1, steps_per_generation=None,
+    ...                generation_batch_size=None, num_generations=2))
+    Traceback (most recent call last):
+    cai.errors.CaiError: a generation batch of 3 answers is not a whole number of groups of num_generations=2 (fix: make per_device_train_batch_size x gradient_accumulation_steps x processes a multiple of num_generations)
+    """
+    if not cfg.num_generations:
+        return
+    steps = cfg.steps_per_generation or cfg.gradient_accumulation_steps
+    batch = cfg.generation_batch_size or cfg.per_device_train_batch_size * world_size * steps
+    if batch % cfg.num_generations:
+        raise CaiError(f"a generation batch of {batch} answers is not a whole number of groups of "
+                       f"num_generations={cfg.num_generations}",
+                       hint="make per_device_train_batch_size x gradient_accumulation_steps x processes "
+                            "a multiple of num_generations")
+
+
+def build_rewards(specs: Sequence[str | Callable], tokenizer: Any, *, device: str | None = None,
+                  batch_size: int = 8, judge_question: str | None = None) -> tuple[list[Callable], list[dict]]:
+    """TRL reward functions (and their descriptions for the card) from spec strings or reward callables."""
+    from cai.train.rewards import DEFAULT_JUDGE_QUESTION, as_trl_reward, make_reward, reward_description
+
+    if not specs:
+        raise CaiError("no reward given", hint="pass --reward rm:PATH (a `cai train rm` output) or judge:MODEL")
+    fns, described = [], []
+    for spec in specs:
+        fn = spec if callable(spec) else make_reward(
+            spec, tokenizer=tokenizer, device=device, batch_size=batch_size,
+            judge_question=judge_question or DEFAULT_JUDGE_QUESTION)
+        fns.append(as_trl_reward(fn))
+        described.append(reward_description(fn))
+    return fns, described
+
+
+def train_rl(
+    algorithm: str,
+    prompts: PathLike | Sequence[PathLike],
+    *,
+    rewards: Sequence[str | Callable],
+    output_dir: PathLike,
+    model: str = "default",
+    config: Any = None,
+    lora: LoraOptions | None = None,
+    judge_question: str | None = None,
+    reward_batch_size: int = 8,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    chat_template: str | None = None,
+    resume: bool = False,
+    audit: PathLike | None = None,
+) -> TrainResult:
+    """Train ``model`` with RLOO or GRPO on the prompts of ``prompts`` against ``rewards``.
+
+    ``rewards`` holds spec strings for :func:`cai.train.rewards.make_reward`
+    (``rm:PATH``, ``judge:MODEL``, ``toy:...``) or ready ``(chats, texts) -> floats`` callables.
+    """
+    from cai.train.data import as_paths, prompt_dataset
+    from cai.train.guards import NonFiniteGuard
+    from cai.train.models import load_causal_lm, load_tokenizer, lora_config
+    from cai.train.runner import run_and_save
+
+    _, trainer_cls = _classes(algorithm)
+    cfg = config if config is not None else default_rl_config(algorithm, output_dir)
+    cfg.output_dir = str(output_dir)
+    dataset = prompt_dataset(prompts)
+    tok = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code)
+    policy = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    reward_fns, described = build_rewards(rewards, tok, batch_size=reward_batch_size, judge_question=judge_question)
+    check_batch(cfg, cfg.world_size)
+    guard = NonFiniteGuard()
+    trainer = trainer_cls(
+        model=policy, reward_funcs=reward_fns, args=cfg, train_dataset=dataset, processing_class=tok,
+        peft_config=lora_config(lora, "CAUSAL_LM"), callbacks=[guard],
+    )
+    log.info("%s on %d prompt(s) from %s: %s, reward %s -> %s", algorithm.upper(), len(dataset),
+             ", ".join(as_paths(prompts)), model, " + ".join(d["kind"] for d in described), output_dir)
+    return run_and_save(
+        trainer, guard, output_dir=output_dir, resume=resume,
+        card={"trainer": algorithm, "base_model": model, "data_files": {"prompts": as_paths(prompts)},
+              "audit": audit, "notes": {"rewards": described, "lora": lora.__dict__ if lora else None}},
+    )

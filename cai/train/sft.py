@@ -1,0 +1,73 @@
+"""Supervised fine-tuning on prompt/completion records (SL-CAI revisions), through TRL's SFTTrainer.
+
+The data is TRL's conversational prompt-completion format, so the loss falls on
+the completion only (``completion_only_loss``). Every ``SFTConfig`` key can be
+set; LoRA goes through peft.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from cai.io import PathLike
+from cai.train.models import LoraOptions
+from cai.train.runner import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def default_sft_config(output_dir: PathLike, **options: Any) -> Any:
+    """An ``SFTConfig`` with cai's defaults (see :func:`cai.train.config.training_defaults`) and ``options``."""
+    from trl import SFTConfig
+
+    from cai.train.config import build_config, training_defaults
+
+    return build_config(SFTConfig, options=options, defaults=training_defaults(SFTConfig, output_dir))
+
+
+def train_sft(
+    data: PathLike | Sequence[PathLike],
+    *,
+    output_dir: PathLike,
+    model: str = "default",
+    config: Any = None,
+    lora: LoraOptions | None = None,
+    eval_fraction: float = 0.0,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    chat_template: str | None = None,
+    resume: bool = False,
+    audit: PathLike | None = None,
+) -> TrainResult:
+    """Fine-tune ``model`` on SFT records; save it, its tokenizer and a model card in ``output_dir``.
+
+    ``config`` is an ``SFTConfig`` (default: :func:`default_sft_config`); its
+    ``output_dir`` is set to ``output_dir``.
+    """
+    from trl import SFTTrainer
+
+    from cai.train.data import as_paths, sft_datasets
+    from cai.train.guards import NonFiniteGuard
+    from cai.train.models import load_causal_lm, load_tokenizer, lora_config
+    from cai.train.runner import run_and_save
+
+    cfg = config if config is not None else default_sft_config(output_dir)
+    cfg.output_dir = str(output_dir)
+    train, held_out = sft_datasets(data, eval_fraction, seed=cfg.seed)
+    tok = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code)
+    lm = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    guard = NonFiniteGuard()
+    log.info("SFT on %d record(s) (%d held out) from %s: model %s -> %s", len(train), len(held_out),
+             ", ".join(as_paths(data)), model, output_dir)
+    trainer = SFTTrainer(
+        model=lm, args=cfg, train_dataset=train, eval_dataset=held_out if len(held_out) else None,
+        processing_class=tok, peft_config=lora_config(lora, "CAUSAL_LM"), callbacks=[guard],
+    )
+    evaluate = (lambda: trainer.evaluate()) if len(held_out) else None
+    return run_and_save(
+        trainer, guard, output_dir=output_dir, resume=resume, evaluate=evaluate,
+        card={"trainer": "sft", "base_model": model, "data_files": {"train": as_paths(data)}, "audit": audit,
+              "notes": {"lora": lora.__dict__ if lora else None, "held_out_records": len(held_out)}},
+    )

@@ -1,0 +1,172 @@
+"""Derived outputs: SFT choice and fallback, revision pairs, stats, and loading into datasets / TRL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cai.backends.protocol import Generation
+from cai.constitution import Constitution, Principle
+from cai.critique import CritiqueConfig, critique_revise
+from cai.critique_outputs import (
+    PAIRS_FILE,
+    REVISIONS_FILE,
+    SFT_FILE,
+    STATS_FILE,
+    derive_outputs,
+    format_summary,
+)
+from cai.export import to_dataset
+from cai.io import JsonlWriter, read_records
+from cai.records import PreferenceRecord, PromptRecord, SamplingParams, SFTRecord
+
+P = Principle(id="harm", critique="Point out anything harmful in the response.", revision="Rewrite it so it does no harm.")
+Q = Principle(id="kind", critique="Point out anything unkind in the response.", revision="Rewrite it kindly, please.")
+CONST = Constitution(name="t", version="1", system_prompt="Be good.", principles=[P, Q])
+
+# prompt -> (answer, [(revision text, finish reason) per round])
+SCRIPT = {
+    "A": ("Answer A.", [("Rev A1.", "stop"), ("Rev A2.", "stop")]),
+    "B": ("Answer B.", [("Revision: Rev B1.", "stop"), ("Rev B2 cut", "length")]),
+    "C": ("Answer C.", [("Answer  C.", "stop"), ("Fine.\nUser: more?", "stop")]),
+    "D": ("Answer D.", [("Rev D1<|im_end|>", "stop"), ("   ", "stop")]),
+    "H1": ("Helpful one.", []),
+    "H2": ("Helpful two cut", []),
+}
+
+
+class Scripted:
+    """A backend that answers from SCRIPT by the prompt and the step (no model)."""
+
+    model, kind = "scripted", "fake"
+
+    def generate(self, chats, params):
+        out = []
+        for i, chat in enumerate(chats):
+            prompt = next(m["content"] for m in chat if m["role"] == "user")
+            answer, revisions = SCRIPT[prompt]
+            last = chat[-1]["content"]
+            n_revisions = sum(m["content"] in (P.revision, Q.revision) for m in chat)
+            if last in (P.critique, Q.critique):
+                text, reason = f"Critique {n_revisions + 1} of {prompt}.", "stop"
+            elif last in (P.revision, Q.revision):
+                text, reason = revisions[n_revisions - 1]
+            else:
+                text, reason = answer, "length" if answer.endswith("cut") else "stop"
+            out += [Generation(text, reason, 3, 3, index=i, sample=s) for s in range(params.n)]
+        return out
+
+    def score(self, chats, continuations):
+        raise NotImplementedError
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    config = CritiqueConfig(rounds=2, params=SamplingParams(max_new_tokens=8), batch_size=2)
+    prompts = [PromptRecord(prompt=k, id=k) for k in "ABCD"]
+    helpful = [PromptRecord(prompt=k, id=k) for k in ("H1", "H2")]
+    with JsonlWriter(tmp_path / REVISIONS_FILE) as w:
+        for rec in critique_revise(prompts, CONST, Scripted(), config, helpful=helpful):
+            w.write(rec)
+    return tmp_path
+
+
+def sft_rows(run_dir) -> dict[str, SFTRecord]:
+    return {r.metadata["prompt_id"]: r for r in read_records(run_dir / SFT_FILE, SFTRecord)}
+
+
+def test_flags_reach_the_trace(run_dir):
+    from cai.records import RevisionRecord
+
+    recs = {r.prompt_id: r for r in read_records(run_dir / REVISIONS_FILE, RevisionRecord)}
+    assert [x.flags for x in recs["A"].rounds] == [[], []]
+    assert recs["B"].rounds[0].revision == "Rev B1." and recs["B"].rounds[0].revision_raw == "Revision: Rev B1."
+    assert [x.flags for x in recs["B"].rounds] == [[], ["truncated"]]
+    assert [x.flags for x in recs["C"].rounds] == [["unchanged"], ["leak-role"]]
+    assert [x.flags for x in recs["D"].rounds] == [["leak-template"], ["empty"]]
+    assert recs["H2"].answer_flags == ["truncated"] and recs["H1"].answer_flags == []
+    assert recs["A"].rounds[1].critique == "Critique 2 of A."
+
+
+def test_sft_takes_the_last_round_and_falls_back_to_the_latest_clean_one(run_dir):
+    stats = derive_outputs(run_dir)
+    rows = sft_rows(run_dir)
+    assert sorted(rows) == ["A", "B", "H1"]
+    assert rows["A"].completion[0].content == "Rev A2." and rows["A"].round == 2
+    assert not rows["A"].metadata["fallback"]
+    assert rows["B"].completion[0].content == "Rev B1." and rows["B"].round == 1 and rows["B"].metadata["fallback"]
+    assert rows["H1"].kind == "helpful" and rows["H1"].round == 0
+    assert rows["H1"].completion[0].content == "Helpful one."
+    assert [m.model_dump() for m in rows["A"].prompt] == [{"role": "user", "content": "A"}]  # no system prompt
+    assert len(rows["A"].provenance.principle_ids) == 2
+    assert rows["B"].provenance.constitution == CONST.ref() and len(rows["B"].provenance.principle_ids) == 1
+    assert stats["sft_rows"] == 3 and stats["sft_fallbacks"] == 1 and stats["left_out"] == 2
+    assert stats["revised_pct"] == 50.0 and stats["helpful_left_out"] == 1
+    assert stats["flags"]["truncated"] == {"count": 1, "pct": 12.5}
+    assert stats["flagged_revisions"] == 5 and stats["flagged_pct"] == 62.5
+    assert sum(v["rounds"] for v in stats["principles"].values()) == 8
+    assert stats["mean_chars"]["answer"] == 9.0 and stats["mean_chars"]["sft_revision"] == 7.0
+    assert json.loads((run_dir / STATS_FILE).read_text()) == stats
+    assert not (run_dir / PAIRS_FILE).exists()
+    summary = format_summary(stats)
+    assert "2/4 (50.0%)" in summary and "truncated 12.5%" in summary
+
+
+def test_sft_round_option(run_dir):
+    stats = derive_outputs(run_dir, sft_round=1)
+    rows = sft_rows(run_dir)
+    assert rows["A"].completion[0].content == "Rev A1." and not rows["A"].metadata["fallback"]
+    assert sorted(rows) == ["A", "B", "H1"] and stats["sft_round"] == 1 and stats["sft_fallbacks"] == 0
+
+
+def test_revision_pairs_are_labelled_as_the_shortcut(run_dir):
+    stats = derive_outputs(run_dir, revision_pairs=True)
+    pairs = read_records(run_dir / PAIRS_FILE, PreferenceRecord)
+    assert stats["pairs"] == 2 and len(pairs) == 2
+    for p in pairs:
+        assert p.source == "revision" and p.p_chosen == 1.0
+        assert p.rejected[0].content.startswith("Answer ") and "revision shortcut" in p.metadata["label"]
+    assert {p.chosen[0].content for p in pairs} == {"Rev A2.", "Rev B1."}
+
+
+def test_derived_files_are_deterministic_atomic_and_filtered(run_dir):
+    derive_outputs(run_dir, revision_pairs=True)
+    first = (run_dir / SFT_FILE).read_bytes(), (run_dir / PAIRS_FILE).read_bytes()
+    derive_outputs(run_dir, revision_pairs=True)
+    assert ((run_dir / SFT_FILE).read_bytes(), (run_dir / PAIRS_FILE).read_bytes()) == first
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    ids = {r.source_id for r in read_records(run_dir / SFT_FILE, SFTRecord)}
+    stats = derive_outputs(run_dir, ids=ids)
+    assert stats["records"] == 3 and stats["other_records"] == 3
+
+
+def test_sft_export_loads_with_datasets_and_trl(run_dir, tiny_model_dir, tmp_path):
+    derive_outputs(run_dir, revision_pairs=True)
+    dd = to_dataset(sft=run_dir / SFT_FILE, prefs=run_dir / PAIRS_FILE, test_fraction=0.0)
+    train = dd["train_sft"]
+    assert len(train) == 3 and set(train.column_names) == {"id", "prompt", "completion", "provenance"}
+    assert len(dd["train_prefs"]) == 2 and set(dd["train_prefs"]["source"]) == {"revision"}
+    assert json.loads(train[0]["provenance"])["constitution"]["name"] == "t"
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+    from trl.data_utils import apply_chat_template, is_conversational
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    row = train[0]
+    assert is_conversational(row)
+    text = apply_chat_template({"prompt": row["prompt"], "completion": row["completion"]}, tok)
+    assert text["completion"].startswith(row["completion"][0]["content"])
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=3,
+                       report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, dataloader_num_workers=0),
+        train_dataset=train.remove_columns(["id", "provenance"]),
+        processing_class=tok,
+    )
+    out = trainer.train()
+    assert out.training_loss > 0
+    sample = trainer.train_dataset[0]
+    trained = [t for t in sample["labels"] if t != -100]  # completion-only loss: the prompt is masked
+    assert 0 < len(trained) < len(sample["input_ids"])
