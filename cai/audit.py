@@ -26,29 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from cai.feedback import unswap
+from cai.intervals import Z95, wilson_interval  # noqa: F401 - re-exported
 from cai.records import LabelRecord
 
-Z95 = 1.959963984540054
 CHANCE_VERDICT = "near chance on these pairs: use a larger feedback model"
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (95% by default); ``(0, 1)`` when ``n == 0``.
-
-    >>> [round(x, 4) for x in wilson_interval(8, 10, 1.96)]
-    [0.4902, 0.9433]
-    >>> wilson_interval(0, 0)
-    (0.0, 1.0)
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= k <= n:
-        raise ValueError(f"k={k} must be between 0 and n={n}")
-    p = k / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (0.0 if k == 0 else max(0.0, center - half)), (1.0 if k == n else min(1.0, center + half))
 
 
 def proportion(k: int, n: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from cai.eval.metrics import boilerplate, length_controlled_win_rate, rate, wilson
+from cai.eval.metrics import boilerplate, length_controlled_win_rate, rate
 from cai.eval.report import to_html, to_markdown
 from cai.eval.schema import (
     EvalSummary,
@@ -16,11 +16,12 @@ from cai.eval.schema import (
     ModelEval,
     OverRefusalEval,
 )
+from cai.intervals import wilson_interval
 from cai.records import ConstitutionRef
 
 
 def iv(r: float, n: int = 40) -> Interval:
-    lo, hi = wilson(r * n, n)
+    lo, hi = wilson_interval(r * n, n)
     return Interval(rate=r, lo=lo, hi=hi, n=n)
 
 

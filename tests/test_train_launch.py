@@ -15,7 +15,6 @@ from tests.test_train_rm import write_toy_prefs
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.integration  # two processes, each importing torch/trl: ~30-60 s on 2 cores
 def test_dpo_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_path):
     data = write_toy_prefs(tmp_path / "prefs.jsonl", 16)
     out = tmp_path / "dpo-ddp"
@@ -36,7 +35,7 @@ def test_dpo_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_
     assert r.stderr.count("DPO with soft labels on") == 1
 
 
-@pytest.mark.integration
+@pytest.mark.integration  # a second 2-process launch (~15 s idle, ~60 s on busy cores)
 def test_relaunch_failure_exit_code_passes_through(tiny_model_dir, tmp_path):
     """A user error inside the launched processes is still a non-zero exit with the one-line error."""
     bad = tmp_path / "bad.jsonl"

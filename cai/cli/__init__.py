@@ -47,10 +47,23 @@ app.add_typer(_audit.app, name="audit")
 app.add_typer(_train.app, name="train")
 
 
+def _on_sigint(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    """Say how to resume, then interrupt as usual (writers close; the file keeps every finished record)."""
+    import signal
+
+    print("interrupted: what was written is kept; rerun the same command to resume where it stopped",
+          file=sys.stderr)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line."""
+    import signal
+
     from cai.errors import CaiError
 
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         app(prog_name="cai")
     except CaiError as exc:
@@ -59,5 +72,4 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume where it stopped", file=sys.stderr)
         sys.exit(130)

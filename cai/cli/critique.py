@@ -10,7 +10,7 @@ from cai.cli import backend_options as bo
 
 
 def critique(
-    prompts: Path = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": str} or {\"prompt\": [messages]} (red-team prompts)."),
+    prompts: Path = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": str} or {\"prompt\": a list of messages ending with a user turn} (red-team prompts)."),
     constitution: str = typer.Option("harmless", "--constitution", "-c", help="Constitution file or shipped name."),
     output_dir: Path = typer.Option(Path("runs/critique"), "--output-dir", "-o", help="Run directory: revisions.jsonl (appended; reruns resume), sft.jsonl, stats.json."),
     rounds: int = typer.Option(2, "--rounds", help="Critique/revision rounds per answer (the paper used 4)."),

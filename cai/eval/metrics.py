@@ -10,39 +10,19 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-Z95 = 1.959963984540054
-
-
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (95% by default).
-
-    Worked example: 8 of 10 → centre (8 + z²/2)/(10 + z²) = 0.7156, half-width
-    z·sqrt(0.8·0.2/10 + z²/400)/(1 + z²/10) = 0.2398 → (0.4902, 0.9433).
-
-    >>> lo, hi = wilson(8, 10)
-    >>> round(lo, 4), round(hi, 4)
-    (0.4902, 0.9433)
-    >>> wilson(0, 0)
-    (0.0, 1.0)
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+from cai.intervals import wilson_interval
 
 
 def rate(flags: Sequence[bool]) -> dict[str, float]:
     """A rate with its Wilson interval and count.
 
-    >>> rate([True, False, False, True])
-    {'rate': 0.5, 'lo': 0.15003898915214947, 'hi': 0.8499610108478506, 'n': 4}
+    >>> r = rate([True, False, False, True])
+    >>> r["rate"], round(r["lo"], 4), round(r["hi"], 4), r["n"]
+    (0.5, 0.15, 0.85, 4)
     """
     n = len(flags)
     k = sum(bool(f) for f in flags)
-    lo, hi = wilson(k, n)
+    lo, hi = wilson_interval(k, n)
     return {"rate": k / n if n else float("nan"), "lo": lo, "hi": hi, "n": n}
 
 
@@ -54,7 +34,7 @@ def win_rate(p_wins: Sequence[float]) -> dict[str, float]:
     """
     n = len(p_wins)
     mean = sum(p_wins) / n if n else float("nan")
-    lo, hi = wilson(mean * n, n) if n else (0.0, 1.0)
+    lo, hi = wilson_interval(mean * n, n) if n else (0.0, 1.0)
     return {"rate": mean, "lo": lo, "hi": hi, "n": n}
 
 

@@ -148,7 +148,7 @@ def plot_curves(curves: dict[str, list[dict[str, float]]]) -> str | None:
 
 
 def plot_reliability(audit: dict[str, Any]) -> str | None:
-    """Reliability diagram from an audit's bins: mean predicted probability vs observed agreement."""
+    """Reliability diagram from an audit's bins: the labeler's confidence in its pick vs observed agreement."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +162,7 @@ def plot_reliability(audit: dict[str, Any]) -> str | None:
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label="AI labeler")
     for b in bins:
         ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), fontsize=7, textcoords="offset points", xytext=(3, -9))
-    ax.set_xlabel("predicted p(human-chosen)")
+    ax.set_xlabel("labeler confidence in its pick")
     ax.set_ylabel("observed agreement")
     ece = audit.get("ece")
     ax.set_title("Labeler reliability" + (f" (ECE {ece:.3f})" if isinstance(ece, (int, float)) else ""))
