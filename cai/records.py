@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cai import __version__
 
@@ -89,6 +89,16 @@ def to_chat(messages: list[Message]) -> list[dict[str, str]]:
     [{'role': 'user', 'content': 'x'}]
     """
     return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _one_assistant_turn(v: list[Message]) -> list[Message]:
+    if len(v) != 1 or v[0].role != "assistant":
+        raise ValueError("completion must be exactly one assistant message")
+    return v
+
+
+AssistantTurn = Annotated[list[Message], AfterValidator(_one_assistant_turn)]
+"""A completion: exactly one assistant message."""
 
 
 class SamplingParams(BaseModel):
@@ -187,20 +197,13 @@ class CompletionRecord(BaseModel):
     id: str
     prompt_id: str
     prompt: list[Message]
-    completion: list[Message]
+    completion: AssistantTurn
     finish_reason: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     sample_index: int = 0
     provenance: Provenance
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("completion")
-    @classmethod
-    def _one_assistant_turn(cls, v: list[Message]) -> list[Message]:
-        if len(v) != 1 or v[0].role != "assistant":
-            raise ValueError("completion must be exactly one assistant message")
-        return v
 
 
 PreferenceSource = Literal["ai", "human", "revision"]
@@ -412,16 +415,9 @@ class SFTRecord(BaseModel):
     schema_version: int = SCHEMA_VERSION
     id: str
     prompt: list[Message]
-    completion: list[Message]
+    completion: AssistantTurn
     source_id: str
     kind: RevisionKind = "revision"
     round: int = Field(0, ge=0)
     provenance: Provenance
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("completion")
-    @classmethod
-    def _one_assistant_turn(cls, v: list[Message]) -> list[Message]:
-        if len(v) != 1 or v[0].role != "assistant":
-            raise ValueError("completion must be exactly one assistant message")
-        return v

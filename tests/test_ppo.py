@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from cai.backends.padding import left_pad
 from cai.errors import CaiError
 from cai.train.ppo import PPOTrainer, shape_rewards
 from cai.train.ppo_config import PPOConfig
-from cai.train.ppo_rollout import forward_response, left_pad
+from cai.train.ppo_rollout import forward_response
 from cai.train.rewards import TokenFractionReward
 from tests.test_rewards import build_tiny_rm
 

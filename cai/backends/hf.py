@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cai.backends.padding import left_pad, right_pad
 from cai.backends.protocol import Chat, Generation, cut_at_stop, request_seed
 from cai.records import SamplingParams
 
@@ -114,7 +115,7 @@ class HFBackend:
         from transformers import DynamicCache
 
         dev = self.device
-        input_ids, attention = _left_pad(prompts, self.tokenizer.pad_token_id, dev)
+        input_ids, attention = left_pad(prompts, self.tokenizer.pad_token_id, dev)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.lm.config)
         out = self.lm(input_ids=input_ids, attention_mask=attention, position_ids=positions,
@@ -187,7 +188,7 @@ class HFBackend:
         from transformers import DynamicCache
 
         dev = self.device
-        ids, attention = _left_pad(prefixes, self.tokenizer.pad_token_id, dev)  # [B, T]
+        ids, attention = left_pad(prefixes, self.tokenizer.pad_token_id, dev)  # [B, T]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.lm.config)
         out = self.lm(input_ids=ids, attention_mask=attention, position_ids=positions,
@@ -197,7 +198,7 @@ class HFBackend:
         if not rows:
             return [[] for _ in prefixes]
         chat_of_row = torch.tensor([b for b, _ in rows], device=dev)
-        cont_ids, cont_mask = _right_pad([conts[b][j] for b, j in rows], self.tokenizer.pad_token_id, dev)  # [R, L]
+        cont_ids, cont_mask = right_pad([conts[b][j] for b, j in rows], self.tokenizer.pad_token_id, dev)  # [R, L]
         cache.batch_select_indices(chat_of_row)  # [R, ...]: each row gets its chat's prefix cache
         full_mask = torch.cat([attention[chat_of_row], cont_mask], dim=1)
         cont_pos = positions[chat_of_row, -1:] + 1 + torch.arange(cont_ids.shape[1], device=dev)[None, :]
@@ -219,7 +220,7 @@ class HFBackend:
         if not rows:
             return [[] for _ in prefixes]
         seqs = [prefixes[b] + conts[b][j] for b, j in rows]
-        ids, attention = _left_pad(seqs, self.tokenizer.pad_token_id, dev)  # [R, T]
+        ids, attention = left_pad(seqs, self.tokenizer.pad_token_id, dev)  # [R, T]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         # Left padding right-aligns every continuation: the last K positions cover all of them.
         k = max(len(conts[b][j]) for b, j in rows) + 1
@@ -255,43 +256,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     return ids
-
-
-def _left_pad(seqs: list[list[int]], pad_id: int, device: str):
-    """Left-pad token lists into ``ids [B, T]`` and ``mask [B, T]``.
-
-    >>> ids, mask = _left_pad([[5, 6], [7]], 0, "cpu")
-    >>> ids.tolist(), mask.tolist()
-    ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
-    """
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _right_pad(seqs: list[list[int]], pad_id: int, device: str):
-    """Right-pad token lists.
-
-    >>> ids, mask = _right_pad([[5, 6], [7]], 0, "cpu")
-    >>> ids.tolist(), mask.tolist()
-    ([[5, 6], [7, 0]], [[1, 1], [1, 0]])
-    """
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _pick(logits, params: SamplingParams, generators: list):

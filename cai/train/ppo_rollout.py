@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cai.backends.padding import left_pad
 from cai.train.ppo_math import entropy_from_logits, response_mask, token_logprobs
 
 
@@ -81,23 +82,6 @@ def encode_prompt(tokenizer: Any, chat: Sequence[dict[str, str]], max_length: in
     )["input_ids"]
     ids = list(ids)
     return ids[-max_length:], len(ids) > max_length
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ``ids [B, L]`` and ``mask [B, L]``.
-
-    >>> ids, mask = left_pad([[5, 6], [7]], 0)
-    >>> ids.tolist(), mask.tolist()
-    ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
-    """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 def prompt_batches(n_prompts: int, batch_size: int, seed: int) -> Iterator[list[int]]:
