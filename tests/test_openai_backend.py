@@ -247,7 +247,8 @@ def test_score_reads_top_logprobs(stub):
     ]
     scores = backend.score(chats, [["(A)", "(B)"], ["(A)", "(B)", "(C)"]])
     assert scores == [[-1.0, -2.0], [-1.0, -2.0, -8.0]]
-    first, second = stub.bodies
+    # Requests run concurrently: tell them apart by content, not arrival order.
+    first, second = sorted(stub.bodies, key=lambda b: b["messages"][-1]["role"] == "assistant")
     assert first["logprobs"] is True and first["top_logprobs"] == 20 and first["max_tokens"] == 1
     assert "continue_final_message" not in first
     assert second["continue_final_message"] is True and second["add_generation_prompt"] is False
