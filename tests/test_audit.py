@@ -114,6 +114,17 @@ def test_audit_of_failed_labels_reports_no_agreement(tmp_path):
     assert "n/a" in format_audit(audit)
 
 
+def _rounded(x):
+    """Floats to 6 decimals, recursively: CPU matmuls under load may differ in the last bits."""
+    if isinstance(x, float):
+        return round(x, 6)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
 def test_cli_audit_is_deterministic_for_a_seed(tmp_path, tiny_model_dir, shared_data):
     def run(out: Path) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -127,7 +138,7 @@ def test_cli_audit_is_deterministic_for_a_seed(tmp_path, tiny_model_dir, shared_
     assert "agreement with the human choice" in r1.stdout and "verdict:" in r1.stdout
     a1, a2 = (json.loads((tmp_path / d / "audit.json").read_text()) for d in ("a", "b"))
     for key in ("agreement", "flip_rate", "reliability", "ece", "per_principle", "verdict"):
-        assert a1[key] == a2[key]
+        assert _rounded(a1[key]) == _rounded(a2[key]), key  # same numbers to reporting precision
     assert a1["pairs"] == 4 and a1["settings"]["seed"] == 3
     assert (tmp_path / "a" / "reliability.png").read_bytes().startswith(b"\x89PNG")
     assert len((tmp_path / "a" / "labels.jsonl").read_text().splitlines()) == 4

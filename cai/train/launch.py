@@ -48,7 +48,7 @@ def profile_path(name_or_path: str) -> Path:
     """
     if name_or_path in PROFILES:
         return PROFILES_DIR / f"{name_or_path}.yaml"
-    p = Path(name_or_path).expanduser()
+    p = Path(os.path.expanduser(name_or_path))
     if p.is_file():
         return p
     raise CaiError(f"accelerate config {name_or_path!r} is neither a shipped profile nor a file",

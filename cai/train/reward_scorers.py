@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cai.backends.padding import right_pad
 from cai.errors import CaiError
 
 log = logging.getLogger(__name__)
@@ -135,13 +137,7 @@ class PreferenceModelReward:
         with torch.inference_mode():
             for start in range(0, len(seqs), self.batch_size):
                 chunk = seqs[start : start + self.batch_size]
-                width = max(len(s) for s in chunk)
-                ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for i, s in enumerate(chunk):
-                    ids[i, : len(s)] = torch.tensor(s)
-                    mask[i, : len(s)] = 1
-                ids, mask = ids.to(dev), mask.to(dev)
+                ids, mask = right_pad(chunk, pad, dev)  # [B, T]
                 # The model pools its rightmost non-pad token, as it did in RewardTrainer.
                 logits = self.model(input_ids=ids, attention_mask=mask).logits.float()  # [B, 1]
                 out.extend(logits[:, 0].tolist())
@@ -154,7 +150,7 @@ def load_preference_model(path: str, *, device: str | None = None, dtype: str | 
 
     from cai.backends.loading import pick_device, pick_dtype
 
-    p = Path(path).expanduser()
+    p = Path(os.path.expanduser(path))
     if not (p / "config.json").is_file():
         raise CaiError(
             f"preference model {path} not found (no config.json there)",

@@ -24,6 +24,7 @@ text), and :func:`make_reward` builds one from a command-line spec string
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,18 @@ REWARD_SPECS = (
 )
 
 
+def _is_dir(text: str) -> bool:
+    """Whether ``text`` names an existing directory; False for anything that cannot be a path.
+
+    >>> _is_dir("~no-such-user-xyz"), _is_dir("a\\x00b")
+    (False, False)
+    """
+    try:
+        return Path(os.path.expanduser(text)).is_dir()  # os.path: "~unknownuser" stays as is
+    except (OSError, ValueError):
+        return False
+
+
 def parse_reward_spec(spec: str) -> tuple[str, str, str]:
     """Split a reward spec into ``(kind, key, value)``.
 
@@ -189,7 +202,7 @@ def parse_reward_spec(spec: str) -> tuple[str, str, str]:
     spec = spec.strip()
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in ("toy", "rm", "judge"):
-        if spec and (Path(spec).expanduser().is_dir() or "/" in spec or spec.startswith(".")):
+        if spec and (_is_dir(spec) or "/" in spec or spec.startswith(".")):
             return "rm", "path", spec
         raise CaiError(f"reward spec {spec!r} not understood", hint=f"use one of: {REWARD_SPECS}")
     if kind == "toy":
