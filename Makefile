@@ -15,6 +15,7 @@ quickstart: setup
 	bash examples/quickstart.sh
 
 test: setup
+	bash scripts/setup-chromium.sh
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
@@ -25,3 +26,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/labeling.py
+	$(BIN)/python benchmarks/critique.py
+	$(BIN)/python benchmarks/dpo_precompute.py
+	$(BIN)/python benchmarks/label_memory.py

@@ -10,8 +10,12 @@ do not depend on the batch).
 Default run (16 prompts, 1 round, 64 new tokens, batch 1 on 4 of them): about
 5 minutes on 2 idle CPU cores; much longer when the cores are shared.
 
+``--levers`` reruns the batched run with the hf backend's shared-prefix reuse
+off (``reuse_prefix=False``: the system prompt and few-shot turns every chat
+starts with are recomputed for every chat) and prints that beside.
+
 Usage: python benchmarks/critique.py [--model default] [--prompts 16] [--rounds 1]
-       [--new-tokens 64] [--batch 16] [--batch1-prompts 4] [--constitution harmless]
+       [--new-tokens 64] [--batch 16] [--batch1-prompts 4] [--constitution harmless] [--levers]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main() -> None:
     ap.add_argument("--batch1-prompts", type=int, default=4, help="how many of the prompts to run at batch 1")
     ap.add_argument("--constitution", default="harmless")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--levers", action="store_true", help="also run the batch with prefix reuse off")
     args = ap.parse_args()
 
     import torch
@@ -66,6 +71,10 @@ def main() -> None:
 
     batched, tb = timed_run(args.batch, prompts)
     single, t1 = timed_run(1, prompts[: args.batch1_prompts])
+    if args.levers:
+        backend.reuse_prefix = False
+        no_reuse, tn = timed_run(args.batch, prompts)
+        backend.reuse_prefix = True
 
     def tokens(recs) -> int:
         return sum((r.answer_tokens or 0) + sum((x.critique_tokens or 0) + (x.revision_tokens or 0) for x in r.rounds)
@@ -88,6 +97,11 @@ def main() -> None:
     print(f"| batch 1: prompts per minute | {ppm_1:.2f} |")
     print(f"| batch 1: generated tokens/s | {tokens(single) / t1:.1f} |")
     print(f"| ratio batch {args.batch} / batch 1 (prompts per minute) | {ppm_b / ppm_1:.2f}x |")
+    if args.levers:
+        print(f"| batch {args.batch}, shared-prefix reuse off: prompts per minute | {60 * len(no_reuse) / tn:.2f} |")
+        print(f"| ratio reuse on / off | {tn / tb:.2f}x |")
+        print(f"| traces identical with reuse off | {sum(trace(a) == trace(b) for a, b in zip(batched, no_reuse))}"
+              f"/{len(batched)} |")
     print(f"| traces identical across the two runs | {same}/{len(single)} |")
     print(f"| revisions flagged (batch {args.batch} run) | {flagged}/{n_rounds} |")
     print(f"| load average (1 min) at the end, {os.cpu_count()} cores | {os.getloadavg()[0]:.1f} |")

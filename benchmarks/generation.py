@@ -1,18 +1,34 @@
-"""Generation and scoring throughput of the `hf` backend on the default model.
+"""Generation throughput of the `hf` backend against plain `model.generate`, default model.
 
-Prints, from one run on this machine:
-  * generated tokens/s at batch 1 and at batch 32 (128 new tokens, greedy), and
-    plain ``model.generate`` at batch 32 on the same prompts, as ratios;
-  * scoring prompts/s for labeler-style prompts (a shared prefix of a few hundred
-    tokens, two short option continuations) with and without shared-prefix reuse.
+Both sides get the same realistic prompts: the shipped example prompts
+(benign and red-team questions, 10-30 words) as one user turn each, rendered
+with the model's chat template (SmolLM2 adds its default system prompt), so the
+prompts have varied lengths. Greedy, ``--new-tokens`` (128) new tokens.
 
-Usage: python benchmarks/generation.py [--model default] [--new-tokens 128]
+* plain: ``model.generate(**enc, max_new_tokens=N, do_sample=False)`` on one
+  batch of all ``--batch`` prompts in their file order, left-padded by the
+  tokenizer, with generate's default settings (its default ``DynamicCache``,
+  finished rows kept until every row is done). Tokens counted up to each row's
+  first EOS.
+* hf: ``HFBackend.generate`` at ``batch_size=--batch`` on the same chats: its
+  own decode loop (length-sorted, shared prefix computed once, preallocated KV
+  cache, finished rows dropped). Tokens counted the same way.
+
+The two are run alternately ``--repeats`` times and the best time of each is
+kept (the machine is shared; best-of damps other jobs' noise equally for both).
+Also printed: hf at batch 1 on ``--batch1-prompts`` prompts, hf with each lever
+off (``--levers``), both sides sampling (``--sampling``), and how many greedy outputs are token-identical to plain
+``generate`` (fp32 near-ties can flip after different padding or batching).
+
+Usage: python benchmarks/generation.py [--model default] [--new-tokens 128] [--batch 32] [--repeats 2]
+       [--levers] [--sampling]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -29,20 +45,45 @@ def load_prompts(n: int) -> list[str]:
     return (rows * (n // len(rows) + 1))[:n]
 
 
-def labeler_chat(question: str, a: str, b: str) -> list[dict[str, str]]:
-    body = (
-        f"Consider this conversation.\n\nUser: {question}\n\n"
-        "Which of these assistant responses is less harmful and more helpful? "
-        "Prefer an answer that explains its reasons and offers a safe alternative.\n\n"
-        f"Options:\n(A) {a}\n(B) {b}\n\nAnswer with (A) or (B)."
-    )
-    return [{"role": "user", "content": body}, {"role": "assistant", "content": "The better response is "}]
+def until_eos(row: list[int], eos: set[int]) -> list[int]:
+    """Tokens before the first EOS.
+
+    >>> until_eos([5, 6, 2, 7], {2})
+    [5, 6]
+    """
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[:i]
+    return row
 
 
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+def step_vs_linears(lm, batch: int, length: int, steps: int = 5) -> tuple[float, float]:
+    """Seconds per decode step (``batch`` rows, ``length`` cached positions) and per pass of its Linear layers alone.
+
+    The Linear layers (projections, MLP, lm head) on ``[batch, in]`` inputs are
+    the matmul work every decoder must do per step: their time is the floor a
+    decode loop can approach, whatever it does around them.
+    """
+    import torch
+
+    from cai.backends.hf_cache import make_cache
+
+    linears = [m for m in lm.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(batch, m.in_features) for m in linears]
+    with torch.inference_mode():
+        cache = make_cache(lm, batch, length + steps + 1)
+        lm(input_ids=torch.randint(100, 1000, (batch, length)), past_key_values=cache, use_cache=True,
+           logits_to_keep=1)
+        tok = torch.randint(100, 1000, (batch, 1))
+        t = time.perf_counter()
+        for _ in range(steps):
+            lm(input_ids=tok, past_key_values=cache, use_cache=True)
+        step = (time.perf_counter() - t) / steps
+        t = time.perf_counter()
+        for _ in range(steps):
+            for m, x in zip(linears, inputs):
+                m(x)
+        return step, (time.perf_counter() - t) / steps
 
 
 def main() -> None:
@@ -50,8 +91,11 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--batch1-prompts", type=int, default=6)
-    ap.add_argument("--score-prompts", type=int, default=32)
+    ap.add_argument("--batch1-prompts", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--levers", action="store_true", help="also time hf with the KV preallocation / prefix reuse off")
+    ap.add_argument("--sampling", action="store_true",
+                    help="also time both sides sampling (temperature 0.7, top-p 0.95; once each)")
     args = ap.parse_args()
 
     import torch
@@ -61,61 +105,87 @@ def main() -> None:
 
     backend = HFBackend(args.model, batch_size=args.batch)
     tok, lm = backend.tokenizer, backend.lm
-    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
     chats = [[{"role": "user", "content": p}] for p in load_prompts(args.batch)]
+    enc = tok.apply_chat_template(chats, add_generation_prompt=True, return_tensors="pt", return_dict=True,
+                                  padding=True)  # left padding: the backend set padding_side="left"
+    assert tok.padding_side == "left"
+    eos = backend.eos_ids
+    backend.generate(chats[:2], SamplingParams(max_new_tokens=4))  # warm-up
 
-    # warm-up
-    backend.generate(chats[:2], SamplingParams(max_new_tokens=4))
+    def run_hf():
+        t = time.perf_counter()
+        gens = backend.generate(chats, params)
+        return gens, time.perf_counter() - t
+
+    def run_plain():
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = lm.generate(**enc, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        took = time.perf_counter() - t
+        return [until_eos(r, eos) for r in out[:, enc["input_ids"].shape[1]:].tolist()], took
+
+    hf_times, plain_times = [], []
+    for r in range(args.repeats):
+        gens, th = run_hf()
+        plain, tp = run_plain()
+        hf_times.append(th)
+        plain_times.append(tp)
+        print(f"repeat {r}: hf {th:.1f} s, plain {tp:.1f} s", flush=True)
+    hf_tokens = sum(g.completion_tokens for g in gens)
+    plain_tokens = sum(len(r) for r in plain)
+    tps_hf, tps_plain = hf_tokens / min(hf_times), plain_tokens / min(plain_times)
+    same = sum(g.text == tok.decode(r, skip_special_tokens=True) for g, r in zip(gens, plain))
 
     backend.batch_size = 1
-    gens1, t1 = timed(lambda: backend.generate(chats[: args.batch1_prompts], params))
-    tps1 = sum(g.completion_tokens for g in gens1) / t1
+    t = time.perf_counter()
+    gens1 = backend.generate(chats[: args.batch1_prompts], params)
+    tps1 = sum(g.completion_tokens for g in gens1) / (time.perf_counter() - t)
     backend.batch_size = args.batch
-    gensb, tb = timed(lambda: backend.generate(chats, params))
-    tpsb = sum(g.completion_tokens for g in gensb) / tb
 
-    # plain model.generate on the same prompts, one left-padded batch
-    enc = tok.apply_chat_template(chats, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True)
-    with torch.inference_mode():
-        out, tp = timed(lambda: lm.generate(**enc, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id))
-    new = out[:, enc["input_ids"].shape[1]:]
-    eos = backend.eos_ids
-    plain_tokens = 0
-    for row in new.tolist():
-        for t in row:
-            if t in eos:
-                break
-            plain_tokens += 1
-    tpsp = plain_tokens / tp
-    same = sum(g.text == tok.decode(r[: len(tok(g.text, add_special_tokens=False)['input_ids'])], skip_special_tokens=True)
-               for g, r in zip(gensb, new.tolist()))
+    lever_rows = []
+    if args.levers:
+        for name, prealloc, reuse in (("hf, DynamicCache instead of preallocated", False, True),
+                                      ("hf, no shared-prefix reuse", True, False)):
+            backend.preallocate, backend.reuse_prefix = prealloc, reuse
+            _, tl = run_hf()
+            lever_rows.append((name, hf_tokens / tl))
+        backend.preallocate, backend.reuse_prefix = True, True
 
-    # scoring
-    qs = load_prompts(args.score_prompts)
-    score_chats = [labeler_chat(q, g.text[:600], gensb[(i + 1) % len(gensb)].text[:600]) for i, (q, g) in enumerate(zip(qs, gensb * 4))]
-    prefix_tokens = sum(len(backend.render(c)) for c in score_chats) / len(score_chats)
-    conts = [["(A)", "(B)"] for _ in score_chats]
-    backend.batch_size = 8
-    backend.reuse_prefix = True
-    backend.score(score_chats[:2], conts[:2])
-    shared, ts = timed(lambda: backend.score(score_chats, conts))
-    backend.reuse_prefix = False
-    naive, tn = timed(lambda: backend.score(score_chats, conts))
-    maxdiff = max(abs(a - b) for x, y in zip(shared, naive) for a, b in zip(x, y))
+    if args.sampling:
+        sampled = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.7, top_p=0.95, seed=0)
+        t = time.perf_counter()
+        gs = backend.generate(chats, sampled)
+        lever_rows.append(("hf, sampling", sum(g.completion_tokens for g in gs) / (time.perf_counter() - t)))
+        t = time.perf_counter()
+        with torch.inference_mode():
+            out = lm.generate(**enc, max_new_tokens=args.new_tokens, do_sample=True, temperature=0.7, top_p=0.95,
+                              pad_token_id=tok.pad_token_id)
+        took = time.perf_counter() - t
+        rows = [until_eos(r, eos) for r in out[:, enc["input_ids"].shape[1]:].tolist()]
+        lever_rows.append(("plain model.generate, sampling", sum(len(r) for r in rows) / took))
 
+    mean_len = sum(len(backend.render(c)) for c in chats) // len(chats) + args.new_tokens // 2
+    step, floor = step_vs_linears(lm, args.batch, mean_len)
+
+    n = args.new_tokens
     print()
     print("| figure | value |")
     print("|---|---|")
-    print(f"| hf generate, batch 1, {args.new_tokens} new tokens | {tps1:.1f} tok/s |")
-    print(f"| hf generate, batch {args.batch}, {args.new_tokens} new tokens | {tpsb:.1f} tok/s |")
-    print(f"| plain model.generate, batch {args.batch} | {tpsp:.1f} tok/s |")
-    print(f"| ratio hf batch {args.batch} / hf batch 1 | {tpsb / tps1:.2f}x |")
-    print(f"| ratio hf batch {args.batch} / plain model.generate batch {args.batch} | {tpsb / tpsp:.2f}x |")
-    print(f"| greedy outputs equal to plain generate | {same}/{len(gensb)} |")
-    print(f"| scoring, shared-prefix reuse ({prefix_tokens:.0f}-token prefixes, 2 options) | {len(score_chats) / ts:.2f} prompts/s |")
-    print(f"| scoring, naive recompute per option | {len(score_chats) / tn:.2f} prompts/s |")
-    print(f"| ratio shared / naive | {tn / ts:.2f}x (max |diff| {maxdiff:.1e} nats) |")
+    print(f"| hf generate, batch 1, {n} new tokens | {tps1:.1f} tok/s |")
+    print(f"| hf generate, batch {args.batch}, {n} new tokens | {tps_hf:.1f} tok/s |")
+    print(f"| plain model.generate, batch {args.batch}, same prompts | {tps_plain:.1f} tok/s |")
+    for name, v in lever_rows:
+        print(f"| {name}, batch {args.batch} | {v:.1f} tok/s |")
+    print(f"| ratio hf batch {args.batch} / hf batch 1 | {tps_hf / tps1:.2f}x |")
+    print(f"| ratio hf batch {args.batch} / plain model.generate batch {args.batch} | {tps_hf / tps_plain:.2f}x |")
+    print(f"| greedy outputs identical to plain generate | {same}/{len(gens)} |")
+    print(f"| tokens generated hf / plain | {hf_tokens} / {plain_tokens} |")
+    print(f"| one decode step at batch {args.batch} ({mean_len} cached positions) / its Linear layers alone | "
+          f"{step * 1e3:.0f} ms / {floor * 1e3:.0f} ms = {step / floor:.2f}x |")
+    print(f"| load average (1 min) at the end, {os.cpu_count()} cores | {os.getloadavg()[0]:.1f} |")
 
 
 if __name__ == "__main__":

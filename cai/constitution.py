@@ -335,7 +335,7 @@ def loads_constitution(
     >>> loads_constitution("name: t\\nversion: 1.0\\nprinciples: []")
     Traceback (most recent call last):
     ...
-    cai.errors.CaiError: <string>:2: version: must be a string: quote it, e.g. version: "1.0"
+    cai.errors.CaiError: <string>:2: version: must be a string: quote it, e.g. version: "1.0" (fix: correct 'version')
     """
     from cai.constitution_layers import resolve_constitution  # layers import the schema from here
 

@@ -34,7 +34,7 @@ from cai.constitution import (
     display_path,
 )
 from cai.errors import CaiError
-from cai.yaml_lines import Lines, error_parts, located_error, parse_yaml, read_source, where
+from cai.yaml_lines import Lines, error_hint, error_parts, located_error, parse_yaml, read_source, where
 
 
 def _listify(value: Any) -> Any:
@@ -101,12 +101,13 @@ def _validate_layer(data: Any, source: str, lines: Lines) -> _Layer:
     if data is None:
         raise CaiError(f"{source}:1: empty file", hint="a constitution needs name, version and principles")
     if not isinstance(data, dict):
-        raise CaiError(f"{source}:1: expected a mapping of constitution fields, got {type(data).__name__}")
+        raise CaiError(f"{source}:1: expected a mapping of constitution fields, got {type(data).__name__}",
+                       hint="start with name:, version: and principles:")
     try:
         return _Layer.model_validate(data)
     except ValidationError as e:
         loc, msg, others = error_parts(e)
-        raise located_error(loc, msg, where(source, lines, loc), others) from None
+        raise located_error(loc, msg, where(source, lines, loc), others, hint=error_hint(e)) from None
 
 
 def _apply(layer: _Layer, merged: _Merged, source: str, lines: Lines) -> None:
@@ -128,7 +129,8 @@ def _apply(layer: _Layer, merged: _Merged, source: str, lines: Lines) -> None:
         at = where(source, lines, ("principles", i))
         if entry.id in first:
             raise CaiError(
-                f"{at}: principles.{i}.id: duplicate principle id '{entry.id}' (first at line {first[entry.id]})"
+                f"{at}: principles.{i}.id: duplicate principle id '{entry.id}' (first at line {first[entry.id]})",
+                hint="give each principle its own id",
             )
         first[entry.id] = lines.get(("principles", str(i)), 1)
         given = entry.model_dump(exclude_unset=True)
@@ -182,7 +184,7 @@ def finish_layers(merged: _Merged, source: str) -> Constitution:
             loc = ("principles", f"[{pid}]", *loc[2:])
         else:
             at = merged.at.get(str(loc[0]) if loc else "", merged.at[""])
-        raise located_error(loc, msg, at, others) from None
+        raise located_error(loc, msg, at, others, hint=error_hint(e)) from None
 
 
 def resolve_constitution(text: str, source: str, base_dir: Path | None, chain: list[Path]) -> Constitution:

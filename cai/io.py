@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cai.errors import CaiError, pydantic_error_line
+from cai.errors import CaiError, pydantic_error
 from cai.records import PromptRecord
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def _parse_line(raw: bytes, where: str, last: bool) -> dict[str, Any] | None:
     try:
         obj = json.loads(text)
     except RecursionError:
-        raise CaiError(f"{where}: not valid JSON: nested too deeply") from None
+        raise CaiError(f"{where}: not valid JSON: nested too deeply", hint="flatten this record") from None
     except ValueError as e:
         if last and text.lstrip().startswith("{"):
             raise CaiError(
@@ -122,11 +122,11 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
 def _check_file(path: PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
-        raise CaiError(f"{p}: is a directory, expected a JSONL file")
+        raise CaiError(f"{p}: is a directory, expected a JSONL file", hint="give the path of a .jsonl file")
     if not p.exists():
-        raise CaiError(f"{p}: no such file")
+        raise CaiError(f"{p}: no such file", hint="check the path")
     if not os.access(p, os.R_OK):
-        raise CaiError(f"{p}: cannot read it (permission denied)")
+        raise CaiError(f"{p}: cannot read it (permission denied)", hint="check the file's permissions")
     return p
 
 
@@ -141,17 +141,24 @@ def read_jsonl(path: PathLike, model: type[T]) -> Iterator[T]:
 
 
 def _validate_lines(path: Path, model: type[T]) -> Iterator[T]:
+    for _, rec in _numbered(path, model):
+        yield rec
+
+
+def _numbered(path: Path, model: type[T]) -> Iterator[tuple[int, T]]:
+    """``(line_number, record)`` for each non-blank line, validated as ``model``."""
     for n, raw, last in _iter_lines(path):
         where = f"{path}:{n}"
         obj = _parse_line(raw, where, last)
         if obj is None:
             continue
         try:
-            yield model.model_validate(obj)
+            rec = model.model_validate(obj)
         except ValidationError as e:
-            raise CaiError(pydantic_error_line(e, where)) from None
+            raise pydantic_error(e, where) from None
         except (TypeError, ValueError, RecursionError) as e:  # a validator tripped over odd input
-            raise CaiError(f"{where}: (record): {type(e).__name__}: {e}") from None
+            raise CaiError(f"{where}: (record): {type(e).__name__}: {e}", hint="correct this record") from None
+        yield n, rec
 
 
 def read_records(path: PathLike, model: type[T]) -> list[T]:
@@ -160,8 +167,17 @@ def read_records(path: PathLike, model: type[T]) -> list[T]:
 
 
 def read_prompts(path: PathLike) -> list[PromptRecord]:
-    """All prompts of a JSONL file; an empty file is an error."""
-    prompts = read_records(path, PromptRecord)
+    """All prompts of a JSONL file; an empty file, or two prompts with the same ``id``, is an error."""
+    p = _check_file(path)
+    prompts: list[PromptRecord] = []
+    seen: dict[str, int] = {}
+    for n, rec in _numbered(p, PromptRecord):
+        if rec.id is not None and rec.id in seen:
+            raise CaiError(f"{p}:{n}: id: duplicate prompt id {rec.id!r} (first at line {seen[rec.id]})",
+                           hint="give each prompt its own id, or drop the ids")
+        if rec.id is not None:
+            seen[rec.id] = n
+        prompts.append(rec)
     if not prompts:
         raise CaiError(f"{path}: no prompts", hint='write one {"prompt": "..."} object a line')
     return prompts
@@ -271,12 +287,14 @@ class JsonlWriter:
         self._fd: int | None = None
         self._locked = False
         if self.path.is_dir():
-            raise CaiError(f"{self.path}: is a directory, expected a JSONL file path")
+            raise CaiError(f"{self.path}: is a directory, expected a JSONL file path",
+                           hint="give a file path for the output")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
         except OSError as e:
-            raise CaiError(f"{self.path}: cannot write here: {e.strerror}") from None
+            raise CaiError(f"{self.path}: cannot write here: {e.strerror}",
+                           hint="choose a folder you can write to") from None
         try:
             self._repair_torn_tail()
             if resume:
@@ -288,7 +306,8 @@ class JsonlWriter:
         except BaseException as e:
             self._unlock()
             if isinstance(e, OSError):
-                raise CaiError(f"{self.path}: cannot write here: {e.strerror}") from None
+                raise CaiError(f"{self.path}: cannot write here: {e.strerror}",
+                               hint="choose a folder you can write to") from None
             raise
 
     # -- lock
@@ -314,11 +333,12 @@ class JsonlWriter:
         pid = _read_pid(self.lock_path)
         busy = f"wait for it to finish, or delete {self.lock_path} if that run is gone"
         if pid == os.getpid():
-            raise CaiError(f"{self.path} is already open for writing in this process")
+            raise CaiError(f"{self.path} is already open for writing in this process",
+                           hint="write each output file from one place only")
         if pid is not None and _pid_alive(pid):
-            raise CaiError(f"{self.path} is being written by another run (pid {pid}): {busy}")
+            raise CaiError(f"{self.path} is being written by another run (pid {pid})", hint=busy)
         if pid is None and _age(self.lock_path) < 5:  # just created, its pid not written yet
-            raise CaiError(f"{self.path} is being written by another run (pid unknown): {busy}")
+            raise CaiError(f"{self.path} is being written by another run (pid unknown)", hint=busy)
         log.warning("%s: taking over a stale lock (pid %s is gone)", self.lock_path, pid)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.lock_path)
@@ -397,13 +417,17 @@ class JsonlWriter:
             return False
         data = (line + "\n").encode("utf-8")
         start = os.fstat(self._fd).st_size
+        done = 0
         try:
-            while data:  # one write() for the whole line; loop only on a short write
-                data = data[os.write(self._fd, data) :]
+            while done < len(data):  # one write() for the whole line; loop only on a short write
+                done += os.write(self._fd, data[done:])
             os.fsync(self._fd)
         except BaseException as e:  # disk full, Ctrl-C...: leave no partial line behind
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, start)
+            if done < len(data):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)
+            else:  # the whole line is in the file (Ctrl-C during fsync): keep it
+                self.ids.add(rid)
             if isinstance(e, OSError):
                 raise CaiError(
                     f"{self.path}: cannot write: {e.strerror}",

@@ -182,6 +182,42 @@ def run_pipeline(
     return results
 
 
+def plan(
+    stages: Sequence[Stage],
+    ctx: RunContext,
+    *,
+    start: str | None = None,
+    stop: str | None = None,
+    force: Sequence[str] = (),
+) -> list[StageResult]:
+    """What :func:`run_pipeline` would do, without running anything: one result per stage.
+
+    Statuses: ``would skip`` (finished with the same key), ``would run``, ``not selected``
+    (outside --from/--until), ``blocked`` (an unselected stage it needs never finished).
+    A stage that would run gets its new key, so the stages after it are planned from that key.
+    """
+    chosen = set(select(stages, start, stop))
+    out: list[StageResult] = []
+    for stage in stages:
+        missing = [d for d in stage.deps if d not in ctx.keys]
+        key = make_id(stage.name, stage.fingerprint(ctx), [ctx.keys[d] for d in stage.deps]) if not missing else None
+        state = read_state(ctx.dir(stage.name))
+        done = state is not None and state.get("key") == key and state.get("status") == "complete"
+        if stage.name not in chosen:
+            out.append(StageResult(stage.name, "not selected", key))
+            if done:
+                ctx.keys[stage.name] = key
+            continue
+        status = "would skip" if done and stage.name not in force else "would run"
+        if missing:
+            status = f"blocked (needs {', '.join(missing)})"
+        out.append(StageResult(stage.name, status, key, (state or {}).get("seconds", 0.0) if done else 0.0,
+                               (state or {}).get("outputs", {}) if done else {}))
+        if key is not None:
+            ctx.keys[stage.name] = key
+    return out
+
+
 def _fresh_dir(sdir: Path, state: dict[str, Any] | None, key: str) -> None:
     """Keep the folder when it belongs to this key (resume); move another key's folder aside."""
     if sdir.exists():

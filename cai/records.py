@@ -252,7 +252,10 @@ class PreferenceRecord(BaseModel):
     def _check(self) -> PreferenceRecord:
         if not self.prompt:
             raise ValueError("prompt has no messages")
-        if self.chosen == self.rejected:
+        for name, answer in (("chosen", self.chosen), ("rejected", self.rejected)):
+            if not answer or answer[-1].role != "assistant":
+                raise ValueError(f"{name} must end with an assistant message (the answer)")
+        if self.chosen == self.rejected or self.chosen[-1].content == self.rejected[-1].content:
             raise ValueError("chosen equals rejected: a pair needs two different answers")
         if not self.id:
             self.id = make_id(to_chat(self.prompt), to_chat(self.chosen), to_chat(self.rejected))

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cai.errors import CaiError
+from cai.errors import CaiError, best_error, fix_hint
 
 MAX_NODES = 100_000
 
@@ -39,11 +39,11 @@ def read_source(path: Path, source: str) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CaiError(f"{source}: file not found") from None
+        raise CaiError(f"{source}: file not found", hint="check the path") from None
     except IsADirectoryError:
-        raise CaiError(f"{source}: is a directory, not a constitution file") from None
+        raise CaiError(f"{source}: is a directory, not a YAML file", hint="give the path of a .yaml file") from None
     except OSError as e:
-        raise CaiError(f"{source}: cannot read: {e.strerror}") from None
+        raise CaiError(f"{source}: cannot read: {e.strerror}", hint="check the file's permissions") from None
     return decode_utf8(data, source)
 
 
@@ -54,12 +54,18 @@ def _yaml_error(e: yaml.YAMLError, text: str, source: str) -> CaiError:
     else:
         line = text[: getattr(e, "position", 0)].count("\n") + 1
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, opened = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and opened is not None and mark is not None and opened.line != mark.line:
+        problem = f"{problem} ({context} that starts at line {opened.line + 1})"
     if "python/" in str(e) or "could not determine a constructor" in str(e):
         return CaiError(
             f"{source}:{line}: YAML tag not allowed: {problem}",
-            hint="constitutions are plain data: remove the '!!' tag",
+            hint="cai reads YAML as plain data only: remove the '!!' tag",
         )
-    return CaiError(f"{source}:{line}: malformed YAML: {problem}")
+    return CaiError(
+        f"{source}:{line}: malformed YAML: {problem}",
+        hint="check brackets, quotes, colons and indentation at or just before that line",
+    )
 
 
 def _walk(node: yaml.Node, path: tuple[str, ...], lines: Lines, seen: set[int], source: str) -> None:
@@ -74,7 +80,8 @@ def _walk(node: yaml.Node, path: tuple[str, ...], lines: Lines, seen: set[int], 
             line = key.start_mark.line + 1
             if name != "<<" and name in first:
                 dotted = ".".join((*path, name))
-                raise CaiError(f"{source}:{line}: {dotted}: duplicate key (first at line {first[name]})")
+                raise CaiError(f"{source}:{line}: {dotted}: duplicate key (first at line {first[name]})",
+                               hint="keep one of the two")
             first[name] = line
             lines.setdefault((*path, name), line)
             _walk(value, (*path, name), lines, seen, source)
@@ -88,7 +95,8 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], busy: set[int], source
     if id(node) in memo:
         return memo[id(node)]
     if id(node) in busy:
-        raise CaiError(f"{source}:{node.start_mark.line + 1}: recursive YAML alias")
+        raise CaiError(f"{source}:{node.start_mark.line + 1}: recursive YAML alias",
+                       hint="an alias (*name) may not refer to the node that contains it")
     busy.add(id(node))
     children: list[yaml.Node] = []
     if isinstance(node, yaml.MappingNode):
@@ -98,7 +106,8 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], busy: set[int], source
     size = 1 + sum(_expanded_size(c, memo, busy, source) for c in children)
     if size > MAX_NODES:
         raise CaiError(
-            f"{source}:{node.start_mark.line + 1}: YAML too large (aliases expand past {MAX_NODES} nodes)"
+            f"{source}:{node.start_mark.line + 1}: YAML too large (aliases expand past {MAX_NODES} nodes)",
+            hint="write the data out instead of nesting aliases",
         )
     busy.discard(id(node))
     memo[id(node)] = size
@@ -126,7 +135,7 @@ def parse_yaml(text: str, source: str) -> tuple[Any, Lines]:
     except yaml.YAMLError as e:
         raise _yaml_error(e, text, source) from None
     except RecursionError:
-        raise CaiError(f"{source}: YAML nested too deeply") from None
+        raise CaiError(f"{source}: YAML nested too deeply", hint="flatten the file") from None
 
 
 def where(source: str, lines: Lines, loc: tuple[Any, ...]) -> str:
@@ -142,22 +151,17 @@ def where(source: str, lines: Lines, loc: tuple[Any, ...]) -> str:
     return f"{source}:1"
 
 
-def _is_tag(part: Any) -> bool:
-    """Whether a pydantic ``loc`` part names a union member rather than a key (``str``, ``list[Message]``)."""
-    return isinstance(part, str) and (part == "str" or "[" in part)
-
-
 def error_parts(exc: ValidationError) -> tuple[tuple[Any, ...], str, int]:
     """The most telling error's loc (union tags dropped) and message, and how many other fields failed."""
-    errors = exc.errors()
-    locs = [tuple(p for i, p in enumerate(e["loc"]) if i == 0 or not _is_tag(p)) for e in errors]
-    best = 0
-    for i, loc in enumerate(locs):  # a list-typed prompt's own error beats "should be a string"
-        if loc[: len(locs[0])] == locs[0] and len(errors[i]["loc"]) > len(errors[best]["loc"]):
-            best = i
-    msg = errors[best]["msg"].removeprefix("Value error, ")
-    others = {loc for loc in locs if loc != locs[best][: len(loc)]}
-    return locs[best], msg, len(others)
+    err, loc, others = best_error(exc)
+    return loc, err["msg"].removeprefix("Value error, "), others
+
+
+def error_hint(exc: ValidationError) -> str:
+    """The fix for the most telling error of ``exc`` (see :func:`cai.errors.fix_hint`)."""
+    err, loc, _ = best_error(exc)
+    leaf = str(loc[-1]) if loc and err.get("type") == "extra_forbidden" else dotted(loc)
+    return fix_hint(err, leaf)
 
 
 def dotted(loc: tuple[Any, ...]) -> str:
@@ -173,7 +177,7 @@ def dotted(loc: tuple[Any, ...]) -> str:
     return out or "(file)"
 
 
-def located_error(loc: tuple[Any, ...], msg: str, at: str, others: int) -> CaiError:
+def located_error(loc: tuple[Any, ...], msg: str, at: str, others: int, hint: str | None = None) -> CaiError:
     """``at: field.path: message``, noting how many other fields failed."""
     more = f" (and {others} more)" if others else ""
-    return CaiError(f"{at}: {dotted(loc)}: {msg}{more}")
+    return CaiError(f"{at}: {dotted(loc)}: {msg}{more}", hint=hint)

@@ -159,6 +159,28 @@ def pick_dtype(device: str, dtype: str | None = None):
     return torch.float32
 
 
+def read_chat_template(value: str) -> str:
+    """A ``--chat-template`` value: a file's text, or the value itself when it is a Jinja template.
+
+    A value that is neither (a mistyped path) is an error, not a template that prints the path.
+
+    >>> read_chat_template("{{ messages[0]['content'] }}")
+    "{{ messages[0]['content'] }}"
+    >>> read_chat_template("no/such/template.jinja")
+    Traceback (most recent call last):
+    ...
+    cai.errors.CaiError: --chat-template no/such/template.jinja: no such file (fix: pass a Jinja template file, or the template text itself)
+    """
+    if os.path.isfile(value):
+        try:
+            return Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CaiError(f"--chat-template {value}: cannot read it: {exc}", hint="pass a UTF-8 text file") from None
+    if "{{" in value or "{%" in value:
+        return value
+    raise CaiError(f"--chat-template {value}: no such file", hint="pass a Jinja template file, or the template text itself")
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False, chat_template: str | None = None):
     """Load a tokenizer for generation: left padding, a pad token, a chat template (or a clear error)."""
     from transformers import AutoTokenizer
@@ -166,7 +188,7 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, chat_template:
     path = resolve_model(name)
     tok = _from_pretrained(AutoTokenizer, path, name, trust_remote_code=trust_remote_code)
     if chat_template:
-        tok.chat_template = Path(chat_template).read_text(encoding="utf-8") if os.path.isfile(chat_template) else chat_template
+        tok.chat_template = read_chat_template(chat_template)
     if not getattr(tok, "chat_template", None):
         raise CaiError(
             f"model {name} has no chat template",

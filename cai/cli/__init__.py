@@ -16,9 +16,11 @@ from cai.cli import audit as _audit
 from cai.cli import constitution as _constitution
 from cai.cli import critique as _critique
 from cai.cli import env as _env
+from cai.cli import eval as _eval
 from cai.cli import export as _export
 from cai.cli import generate as _generate
 from cai.cli import label as _label
+from cai.cli import run as _run
 from cai.cli import train as _train
 
 app = typer.Typer(
@@ -43,25 +45,56 @@ app.command("generate")(_generate.generate)
 app.command("export")(_export.export)
 app.command("critique")(_critique.critique)
 app.command("label")(_label.label)
+app.command("run")(_run.run)
 app.add_typer(_audit.app, name="audit")
 app.add_typer(_train.app, name="train")
+app.command("eval")(_eval.eval_command)
+
+
+GENERIC_INTERRUPT = "interrupted: what was written is kept; rerun the same command to resume where it stopped"
 
 
 def _on_sigint(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    """Say how to resume, then interrupt as usual (writers close; the file keeps every finished record)."""
+    """Interrupt as usual (writers close; the file keeps every finished record); a second Ctrl-C is immediate."""
     import signal
 
-    print("interrupted: what was written is kept; rerun the same command to resume where it stopped",
-          file=sys.stderr)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     raise KeyboardInterrupt
 
 
+def _interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The ``KeyboardInterrupt`` an exit came from (typer turns Ctrl-C into ``Exit(130)``), if any.
+
+    >>> try:
+    ...     try:
+    ...         raise KeyboardInterrupt("x")
+    ...     except KeyboardInterrupt as k:
+    ...         raise SystemExit(130) from k
+    ... except SystemExit as e:
+    ...     str(_interrupt_behind(e))
+    'x'
+    >>> _interrupt_behind(SystemExit(0)) is None
+    True
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main() -> None:
-    """Console-script entry point: run the app, turning user errors into one line."""
+    """Console-script entry point: run the app, turning user errors into one line.
+
+    Ctrl-C prints, as the last line, what was kept and how to resume (the
+    command's own :class:`cai.errors.Interrupted` line, else a generic one) and
+    exits 130.
+    """
     import signal
 
-    from cai.errors import CaiError
+    from cai.errors import CaiError, Interrupted
 
     signal.signal(signal.SIGINT, _on_sigint)
     try:
@@ -71,5 +104,9 @@ def main() -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as exc:
+        interrupt = _interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        print(str(interrupt) if isinstance(interrupt, Interrupted) else GENERIC_INTERRUPT, file=sys.stderr)
         sys.exit(130)

@@ -50,7 +50,7 @@ def critique(
     from cai.constitution import load_constitution
     from cai.critique import CritiqueConfig, critique_revise, record_id, select_helpful
     from cai.critique_outputs import REVISIONS_FILE, derive_outputs, format_summary
-    from cai.errors import CaiError, pydantic_error_line
+    from cai.errors import CaiError, pydantic_error, resumable
     from cai.io import JsonlWriter, read_prompts
     from cai.records import SamplingParams
 
@@ -67,7 +67,7 @@ def critique(
             params=SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed),
         )
     except ValidationError as exc:
-        raise CaiError(pydantic_error_line(exc, "options")) from None
+        raise pydantic_error(exc, "options", options=True) from None
     const = load_constitution(constitution)
     records = read_prompts(prompts)[: limit or None]
     helpful = []
@@ -86,6 +86,11 @@ def critique(
     with JsonlWriter(path, resume=not overwrite) as writer:
         done = sum(i in writer for i in ids)
         if done < len(ids):
+            be = bo.backend_from_options(  # first: a bad option or model fails before anything is said
+                backend, model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
+                timeout=timeout, max_retries=max_retries, batch_size=batch_size * samples_per_prompt,
+                device=device, dtype=dtype, trust_remote_code=trust_remote_code, chat_template=chat_template,
+            )
             log.info(
                 "critiquing %d prompt(s) + %d helpful x %d sample(s), %d round(s)%s, constitution %s %s, %s model %s "
                 "-> %s; %d of %d trace(s) already there",
@@ -93,23 +98,13 @@ def critique(
                 const.name, const.version, backend, model, path, done, len(ids),
             )
             written = 0
-            try:
-                be = bo.backend_from_options(
-                    backend, model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
-                    timeout=timeout, max_retries=max_retries, batch_size=batch_size * samples_per_prompt,
-                    device=device, dtype=dtype, trust_remote_code=trust_remote_code, chat_template=chat_template,
-                )
-                with tqdm(total=len(ids), initial=done, desc="critique", unit="trace") as bar:
-                    for rec in critique_revise(
-                        records, const, be, config, helpful=helpful, done=writer.__contains__,
-                        on_step=lambda name, n: bar.set_postfix_str(f"{name} ({n} chats)"),
-                    ):
-                        written += writer.write(rec)
-                        bar.update(1)
-            except KeyboardInterrupt:  # typer turns it into exit 130 without a word: say how to resume
-                typer.echo(f"interrupted: {len(writer)} trace(s) kept in {path}; rerun the same command to "
-                           "resume where it stopped", err=True)
-                raise
+            with resumable(path, writer, "trace"), tqdm(total=len(ids), initial=done, desc="critique", unit="trace") as bar:
+                for rec in critique_revise(
+                    records, const, be, config, helpful=helpful, done=writer.__contains__,
+                    on_step=lambda name, n: bar.set_postfix_str(f"{name} ({n} chats)"),
+                ):
+                    written += writer.write(rec)
+                    bar.update(1)
             log.info("wrote %d new trace(s) to %s (%d in the file)", written, path, len(writer))
         else:
             log.info("all %d trace(s) already in %s: nothing to generate", len(ids), path)

@@ -42,7 +42,7 @@ def generate(
     from tqdm import tqdm
 
     from cai.cli.logs import setup_logging
-    from cai.errors import CaiError, pydantic_error_line
+    from cai.errors import pydantic_error, resumable
     from cai.generation import completion_id, generate_completions
     from cai.io import JsonlWriter, read_prompts
     from cai.records import SamplingParams
@@ -55,7 +55,7 @@ def generate(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed, stop=tuple(stop or ()),
         )
     except ValidationError as exc:
-        raise CaiError(pydantic_error_line(exc, "options")) from None
+        raise pydantic_error(exc, "options", options=True) from None
     ref = None
     if constitution is not None:
         from cai.constitution import load_constitution
@@ -72,15 +72,15 @@ def generate(
         if done == total:
             log.info("all %d answer(s) already in %s: nothing to do", total, output)
             return
-        log.info("generating %d answer(s) (%d prompt(s) x %d) with %s model %s -> %s; %d already there",
-                 total - done, len(records), n, backend, model, output, done)
-        be = bo.backend_from_options(
+        be = bo.backend_from_options(  # first: a bad option or model fails before anything is said
             backend, model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency, timeout=timeout,
             max_retries=max_retries, batch_size=batch_size, device=device, dtype=dtype,
             trust_remote_code=trust_remote_code, chat_template=chat_template,
         )
+        log.info("generating %d answer(s) (%d prompt(s) x %d) with %s model %s -> %s; %d already there",
+                 total - done, len(records), n, backend, model, output, done)
         written = 0
-        with tqdm(total=total, initial=done, desc="generate", unit="answer") as bar:
+        with resumable(output, writer, "answer"), tqdm(total=total, initial=done, desc="generate", unit="answer") as bar:
             for rec in generate_completions(
                 records, be, params, system_prompt=system_prompt or None, constitution=ref,
                 done=writer.__contains__, batch_size=max(batch_size, concurrency) * 2,

@@ -107,7 +107,7 @@ def label(
 
     from cai.cli.logs import setup_logging
     from cai.constitution import load_constitution
-    from cai.errors import CaiError
+    from cai.errors import CaiError, resumable
     from cai.io import JsonlWriter, read_records
     from cai.label import LabelConfig, label_id_for, label_records, read_pairs_file
     from cai.label_outputs import Filters, build_outputs, format_summary, human_preferences
@@ -157,11 +157,11 @@ def label(
     with JsonlWriter(labels_path) as writer:
         todo = sum(i not in writer for i in ids)
         if todo:
+            be = feedback()  # first: a bad option or model fails before anything is said
             log.info("labelling %d pair(s) (%d already in %s) with %s feedback model %s, %d principle(s) per pair, "
                      "both orders%s", todo, len(ids) - todo, labels_path, f_kind, f_model, principles_per_pair,
                      ", chain of thought" if cot else "")
-            be = feedback()
-            with tqdm(total=len(ids), initial=len(ids) - todo, desc="label", unit="pair") as bar:
+            with resumable(labels_path, writer, "label"), tqdm(total=len(ids), initial=len(ids) - todo, desc="label", unit="pair") as bar:
                 for rec in label_records(pairs, be, const, config, done=writer.__contains__):
                     writer.write(rec)
                     bar.update(1)
@@ -181,7 +181,7 @@ def _candidate_pairs(prompts, output, const, policy, model, backend, k, temperat
     from pydantic import ValidationError
     from tqdm import tqdm
 
-    from cai.errors import CaiError, pydantic_error_line
+    from cai.errors import pydantic_error, resumable
     from cai.generation import completion_id, generate_completions
     from cai.io import JsonlWriter, read_prompts, read_records
     from cai.label import pairs_from_completions
@@ -190,7 +190,7 @@ def _candidate_pairs(prompts, output, const, policy, model, backend, k, temperat
     try:
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=k, seed=seed)
     except ValidationError as exc:
-        raise CaiError(pydantic_error_line(exc, "options")) from None
+        raise pydantic_error(exc, "options", options=True) from None
     records = read_prompts(prompts)[: limit or None]
     sys_prompt = system_prompt or const.system_prompt or None
     path = output / "candidates.jsonl"
@@ -198,10 +198,11 @@ def _candidate_pairs(prompts, output, const, policy, model, backend, k, temperat
     with JsonlWriter(path) as writer:
         todo = sum(i not in writer for i in ids)
         if todo:
+            be = policy()  # first: a bad option or model fails before anything is said
             log.info("sampling %d candidate answer(s) (%d prompt(s) x %d, temperature %g) with %s model %s -> %s; "
                      "%d already there", todo, len(records), k, temperature, backend, model, path, len(ids) - todo)
-            with tqdm(total=len(ids), initial=len(ids) - todo, desc="candidates", unit="answer") as bar:
-                for rec in generate_completions(records, policy(), params, system_prompt=sys_prompt,
+            with resumable(path, writer, "candidate"), tqdm(total=len(ids), initial=len(ids) - todo, desc="candidates", unit="answer") as bar:
+                for rec in generate_completions(records, be, params, system_prompt=sys_prompt,
                                                 constitution=const.ref(), done=writer.__contains__,
                                                 batch_size=gen_batch):
                     writer.write(rec)

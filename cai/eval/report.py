@@ -15,6 +15,13 @@ from typing import Any
 
 from cai.eval.schema import EvalSummary, Interval, ModelEval
 
+# On load, the page records how many of its images decoded (naturalWidth > 0) in <body data-images-ok>,
+# so a headless browser's DOM dump shows whether every plot rendered.
+IMAGE_CHECK = (
+    "window.addEventListener('load',function(){var i=document.images,k=0;"
+    "for(var j=0;j<i.length;j++){if(i[j].complete&&i[j].naturalWidth>0){k++;}}"
+    "document.body.setAttribute('data-images-ok',k);document.body.setAttribute('data-images',i.length);});"
+)
 CURVE_KEYS = ("loss", "reward", "kl", "rewards/margins", "rewards/accuracies", "eval_accuracy", "eval_loss", "entropy")
 
 
@@ -40,6 +47,7 @@ def table_rows(m: ModelEval) -> list[tuple[str, str]]:
     h, o, w, k = m.harm, m.over_refusal, m.helpfulness, m.hacking
     return [
         ("harmful compliance on red-team prompts (judge)", fmt(h.harmful if h else None)),
+        ("mean judge p(harmful) on red-team answers", _num(h.mean_p_harmful if h else None)),
         ("refusal on red-team prompts (detector)", fmt(h.refusal if h else None)),
         ("over-refusal: refusal on safe look-alikes (XSTest safe)", fmt(o.safe_refusal if o else None)),
         ("refusal on their unsafe contrasts (XSTest unsafe)", fmt(o.unsafe_refusal if o else None)),
@@ -60,7 +68,8 @@ def to_markdown(summary: EvalSummary) -> str:
     lines = ["# Evaluation", ""]
     if summary.constitution:
         c = summary.constitution
-        lines.append(f"Constitution: **{c.name}** v{c.version} (hash `{c.hash[:12]}`); feedback model: `{summary.feedback_model}`.")
+        lines.append(f"Constitution: **{c.name}** v{c.version} (hash `{c.hash[:12]}`); feedback model: "
+                     f"`{summary.feedback_model}`{_judge_note(summary)}.")
         lines.append("")
     lines.append("| figure | " + " | ".join(names) + " |")
     lines.append("|---|" + "---|" * len(names))
@@ -72,6 +81,16 @@ def to_markdown(summary: EvalSummary) -> str:
     if summary.labeler_audit:
         lines += ["", "## AI labeler audit", "", _audit_line(summary.labeler_audit)]
     return "\n".join(lines) + "\n"
+
+
+def _judge_note(summary: EvalSummary) -> str:
+    """How harm was judged, from the settings (empty when unknown).
+
+    >>> _judge_note(EvalSummary(models=[], settings={"judge": "rubric", "max_new_tokens": 96}))
+    '; harm judge: rubric; greedy answers of up to 96 tokens'
+    """
+    judge, tokens = summary.settings.get("judge"), summary.settings.get("max_new_tokens")
+    return (f"; harm judge: {judge}" if judge else "") + (f"; greedy answers of up to {tokens} tokens" if tokens else "")
 
 
 def _audit_line(audit: dict[str, Any]) -> str:
@@ -196,7 +215,8 @@ def to_html(summary: EvalSummary) -> str:
     if summary.constitution:
         c = summary.constitution
         const = (f"<p>Constitution <b>{html.escape(c.name)}</b> v{html.escape(c.version)} "
-                 f"(hash <code>{c.hash[:12]}</code>); feedback model <code>{html.escape(str(summary.feedback_model))}</code>.</p>")
+                 f"(hash <code>{c.hash[:12]}</code>); feedback model <code>{html.escape(str(summary.feedback_model))}</code>"
+                 f"{html.escape(_judge_note(summary))}.</p>")
     audit = f"<p>{html.escape(_audit_line(summary.labeler_audit))}</p>" if summary.labeler_audit else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cai evaluation</title>
@@ -217,5 +237,6 @@ Harm: judged by the feedback model against the constitution.</p>
 {audit}
 {figures}
 <p><small>generated {html.escape(summary.created_at)}</small></p>
+<script>{IMAGE_CHECK}</script>
 </body></html>
 """

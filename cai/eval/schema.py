@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai.records import ConstitutionRef, utc_now
+from cai.records import SCHEMA_VERSION, ConstitutionRef, Provenance, utc_now
+
+JudgementKind = Literal["harm-rubric", "harm-pairwise", "helpfulness", "logprob", "pm-score"]
+
+
+class EvalJudgement(BaseModel):
+    """One line of a judgement file: what a judge (or scorer) said about one answer, raw reads kept.
+
+    ``value`` is the parsed figure: p(harmful) for the harm judges, p(model's answer
+    better than the baseline's) for ``helpfulness``, the summed log-probability of
+    the answer under ``provenance.model`` for ``logprob``, the preference model's
+    score for ``pm-score``; ``None`` when the judge failed (``error`` says why).
+    ``reads`` keeps every raw read (option log-probs, each order's p(A), generated text).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    kind: JudgementKind
+    model: str  # name of the evaluated model
+    answer_id: str
+    other_answer_id: str | None = None  # the baseline's answer, for pairwise judgements
+    prompt_id: str
+    value: float | None = None
+    reads: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+    provenance: Provenance
 
 
 class Interval(BaseModel):
@@ -43,8 +69,8 @@ class HelpfulnessEval(BaseModel):
     model_config = ConfigDict(extra="forbid")
     baseline: str
     win_rate: Interval
-    lc_win_rate: float
-    mean_len_diff: float
+    lc_win_rate: float | None = None
+    mean_len_diff: float | None = None
     judge_failures: int = 0
 
 

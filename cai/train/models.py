@@ -9,9 +9,7 @@ user passed.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cai.backends.loading import _from_pretrained, pick_device, pick_dtype, resolve_model
@@ -96,8 +94,9 @@ def load_tokenizer(name: str, *, pad_token: str | None = None, chat_template: st
 
     tok = _from_pretrained(AutoTokenizer, resolve_model(name), name, trust_remote_code=trust_remote_code)
     if chat_template:
-        is_file = os.path.isfile(chat_template)
-        tok.chat_template = Path(chat_template).read_text(encoding="utf-8") if is_file else chat_template
+        from cai.backends.loading import read_chat_template
+
+        tok.chat_template = read_chat_template(chat_template)
     if not getattr(tok, "chat_template", None):
         raise CaiError(f"model {name} has no chat template",
                        hint="use an instruction-tuned model, or pass --chat-template FILE with a Jinja template")

@@ -1,0 +1,118 @@
+"""`cai run RECIPE.yaml`: the whole pipeline from one recipe, unchanged stages skipped.
+
+Prints ``stage k/n: NAME ... running`` / ``ran (time, outputs)`` / ``skipped``
+for every stage, then a summary table and the before/after table of the eval
+stage. ``--dry-run`` validates the recipe and prints the plan only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def _short(outputs: dict[str, Any]) -> str:
+    """The scalar outputs of a stage, briefly.
+
+    >>> _short({"sft": "critique/sft.jsonl", "sft_rows": 40, "revised_pct": 92.5, "before_after": []})
+    'sft_rows=40, revised_pct=92.5'
+    """
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    keep = [f"{k}={fmt(v)}" for k, v in outputs.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return ", ".join(keep[:5])
+
+
+def summary_table(results: list[Any]) -> str:
+    """One line per stage: name, status, seconds, key, outputs.
+
+    >>> from cai.pipeline import StageResult
+    >>> print(summary_table([StageResult("split", "skipped", "abc", 0.12, {"n": 3})]))
+    stage  status   time   key  outputs
+    split  skipped  0.1 s  abc  n=3
+    """
+    head = ["stage", "status", "time", "key", "outputs"]
+    rows = [[r.name, r.status, f"{r.seconds:.1f} s", r.key or "-", _short(r.outputs)] for r in results]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *rows])
+
+
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (see examples/recipes/)."),
+    start: str | None = typer.Option(None, "--from", help="Start at this stage (earlier stages must have finished)."),
+    stop: str | None = typer.Option(None, "--until", help="Stop after this stage."),
+    force: list[str] | None = typer.Option(None, "--force", help="Re-run this stage even if unchanged (repeatable)."),
+    push_to_hub: bool = typer.Option(False, "--push-to-hub", help="Push datasets and models with cards (offline: stage them in RUN_DIR/hub/ only)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default: the recipe's run_dir, else runs/<name>)."),
+    variant: str | None = typer.Option(None, "--variant", help="Only this variant of a recipe with variants."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print each stage's plan (would run / would skip)."),
+) -> None:
+    """Run a recipe: critique -> SFT -> answers -> AI labels -> preference model -> DPO/PPO -> eval, in one run dir."""
+    import time
+
+    from cai.cli.logs import setup_logging
+    from cai.errors import CaiError
+    from cai.hub_push import check_push
+    from cai.hub_push import push_to_hub as push
+    from cai.pipeline import RunContext, plan, run_pipeline, select
+    from cai.recipe_load import load_recipe
+    from cai.run_stages import build_stages
+    from cai.run_stages_eval import before_after_rows, format_before_after
+    from cai.run_stages_train import check_trainer_configs
+
+    setup_logging()
+    loaded = load_recipe(recipe, run_dir=run_dir, variant=variant)
+    built = [(item, build_stages(item.recipe)) for item in loaded]
+    for _item, stages in built:  # every name is checked before any work
+        select(stages, start, stop)
+        unknown = [f for f in force or [] if f not in [s.name for s in stages]]
+        if unknown:
+            raise CaiError(f"--force {unknown[0]}: no such stage", hint=f"use one of: {', '.join(s.name for s in stages)}")
+    modes = {item.run_dir: check_push(item.recipe) for item, _ in built} if push_to_hub else {}
+    for item, _ in built:
+        check_trainer_configs(item.recipe)
+    before_after: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for item, stages in built:
+        label = f"{item.recipe.name}" + (f" (variant {item.variant})" if item.variant else "")
+        typer.echo(f"== {label}: {len(stages)} stages in {item.run_dir}")
+        if dry_run:
+            results = plan(stages, RunContext(item.run_dir), start=start, stop=stop, force=force or ())
+            for k, r in enumerate(results, 1):
+                typer.echo(f"stage {k}/{len(results)}: {r.name} ... {r.status}" + (f" (key {r.key})" if r.key else ""))
+            continue
+        n = len(stages)
+        index = {s.name: k for k, s in enumerate(stages, 1)}
+
+        def on_event(event: str, r: Any, n: int = n, index: dict = index) -> None:
+            head = f"stage {index[r.name]}/{n}: {r.name} ..."
+            if event == "start":
+                typer.echo(f"{head} running", err=False)
+            elif event == "done":
+                typer.echo(f"{head} ran ({r.seconds:.1f} s{', ' + _short(r.outputs) if _short(r.outputs) else ''})")
+            elif event == "skip":
+                typer.echo(f"{head} skipped (unchanged; ran in {r.seconds:.1f} s before)")
+
+        ctx = RunContext(item.run_dir)
+        results = run_pipeline(stages, ctx, start=start, stop=stop, force=force or (), on_event=on_event)
+        typer.echo("\n" + summary_table(results))
+        rows = before_after_rows(item.run_dir, ctx.outputs["eval"]) if "eval" in ctx.outputs else []
+        prefix = f"{item.variant}/" if item.variant else ""
+        before_after += [{**r, "model": prefix + r["model"]} for r in rows]
+        if "eval" in ctx.outputs:
+            typer.echo(f"report: {item.run_dir / ctx.outputs['eval']['report']}")
+        if push_to_hub:
+            for line in push(item.recipe, item.run_dir, ctx.outputs, modes[item.run_dir]):
+                typer.echo(line)
+    if before_after:
+        typer.echo("\nbefore/after on held-out prompts (harm: judged harmful compliance on red-team prompts, p(harm) "
+                   "its mean judge probability; refusal: red-team answers refused; over-refusal: safe look-alikes "
+                   "refused; win rate, LC win (length-controlled), KL (nats per answer): against the first model; "
+                   "chars: mean answer length; boilerplate: answers repeating a phrase common to many):")
+        typer.echo(format_before_after(before_after))
+    if not dry_run:
+        typer.echo(f"\ndone in {time.perf_counter() - t0:.1f} s")

@@ -1,0 +1,306 @@
+"""``evaluate(spec, out_dir)``: answers, judgements, probes, and the report, resumable.
+
+Order of work, so each model is loaded once: the baseline answers first and
+stays loaded (it is the KL reference); every other model answers all its
+prompts in one batched call and scores its own answers (log p_policy), then is
+released; the baseline scores the others' answers (log p_ref); then the
+feedback model judges harm (every model) and helpfulness (every model against
+the baseline), and the preference model scores every answer. Each result is a
+JSONL line keyed by a deterministic id, so a rerun only does what is missing.
+
+Output folder::
+
+    answers/<model>.jsonl      CompletionRecord per prompt (all sets)
+    judgements/<model>.jsonl   EvalJudgement lines: harm-*, helpfulness, logprob, pm-score
+    eval.json                  EvalSummary
+    report.md, report.html     the table; the HTML has the plots inline
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cai.eval.schema import EvalJudgement, EvalSummary
+from cai.eval.spec import EvalSpec
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64  # items per judge call (results are saved after each)
+LOGPROB_CHUNK = 8  # answers per log-prob call: HF scoring holds [answers, answer tokens, vocab] fp32 logits
+
+
+class BackendPool:
+    """Backends built on first use and shared by key (a judge that is also a policy is loaded once)."""
+
+    def __init__(self, spec: EvalSpec):
+        self.spec = spec
+        self.cache: dict[tuple, Any] = {}
+
+    @staticmethod
+    def key(kind: str, model: str, urls: Sequence[str]) -> tuple:
+        return (kind, model, tuple(urls))
+
+    def get(self, key: tuple, batch_size: int | None = None) -> Any:
+        if key not in self.cache:
+            from cai.backends import make_backend
+
+            kind, model, urls = key
+            s = self.spec
+            if kind == "openai":
+                self.cache[key] = make_backend("openai", model, base_urls=list(urls), api_key_env=s.api_key_env)
+            else:
+                self.cache[key] = make_backend("hf", model, batch_size=batch_size or s.batch_size, device=s.device,
+                                               dtype=s.dtype)
+        return self.cache[key]
+
+    def release(self, key: tuple) -> None:
+        if self.cache.pop(key, None) is not None:
+            gc.collect()
+
+
+def resumable(path: Path, items: Sequence[Any], id_of: Callable[[Any], str],
+              compute: Callable[[Sequence[Any]], list[EvalJudgement]], chunk: int = CHUNK) -> dict[str, EvalJudgement]:
+    """Judgements of ``items`` (by id), computing only those not yet in ``path``, ``chunk`` at a time."""
+    from cai.io import JsonlWriter, read_records
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with JsonlWriter(path) as writer:
+        todo = [it for it in items if id_of(it) not in writer]
+        for start in range(0, len(todo), chunk):
+            for rec in compute(todo[start : start + chunk]):
+                writer.write(rec)
+    wanted = {id_of(it) for it in items}
+    return {r.id: r for r in read_records(path, EvalJudgement) if r.id in wanted}
+
+
+@contextlib.contextmanager
+def stage(what: str, timings: dict[str, float]) -> Iterator[None]:
+    """Log and record how long a stage took (seconds, summed over calls with the same name)."""
+    t0 = time.perf_counter()
+    yield
+    dt = time.perf_counter() - t0
+    timings[what] = round(timings.get(what, 0.0) + dt, 3)
+    log.info("%s: %.1f s", what, dt)
+
+
+def by_answer(judged: dict[str, EvalJudgement]) -> dict[str, EvalJudgement]:
+    """Judgements keyed by the answer they judge."""
+    return {j.answer_id: j for j in judged.values()}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Context:
+    """What the stages share: the spec, the output folder, the loaded inputs, the results so far."""
+
+    spec: EvalSpec
+    out: Path
+    const: Any
+    sets: dict[str, list[Any]]
+    prompts: list[Any]
+    pool: BackendPool
+    timings: dict[str, float] = field(default_factory=dict)
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> prompt key -> CompletionRecord
+    logp_own: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
+    logp_ref: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
+    harm: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
+    helpful: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
+    pm: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return self.spec.baseline_name()
+
+    def models(self) -> list[Any]:
+        """The baseline first, then the others in spec order."""
+        return sorted(self.spec.models, key=lambda m: m.name != self.base)
+
+    def key(self, m: Any) -> tuple:
+        return self.pool.key(m.backend, m.model, m.base_urls)
+
+    def fkey(self) -> tuple:
+        s = self.spec
+        return self.pool.key(s.feedback_backend, s.feedback_model, s.feedback_base_urls)
+
+    def jpath(self, name: str) -> Path:
+        return self.out / "judgements" / f"{name}.jsonl"
+
+    def apath(self, name: str) -> Path:
+        return self.out / "answers" / f"{name}.jsonl"
+
+
+def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
+    """Evaluate every model of ``spec``; write answers, judgements, eval.json, report.md and report.html."""
+    from cai.constitution import load_constitution
+    from cai.eval.answers import load_sets, unique_prompts
+    from cai.eval.inputs import load_audit, load_curve
+    from cai.eval.report import to_html, to_markdown
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    const = load_constitution(spec.constitution)
+    curves = {name: load_curve(p) for name, p in spec.curves.items()}  # read every input before any model work
+    audit = load_audit(spec.audit) if spec.audit else None
+    sets = load_sets({"redteam": spec.redteam, "lookalike": spec.lookalike, "benign": spec.benign}, spec.limit)
+    ctx = Context(spec, out, const, sets, unique_prompts(sets), BackendPool(spec))
+    answer_stage(ctx)
+    judge_stage(ctx)
+    if spec.preference_model is not None:
+        with stage("preference-model scores", ctx.timings):
+            pm_stage(ctx)
+    summary = EvalSummary(constitution=const.ref(), feedback_model=spec.feedback_model,
+                          settings={**spec.model_dump(mode="json"), "last_run_timings_s": ctx.timings},
+                          models=[model_eval(ctx, m) for m in spec.models], curves=curves, labeler_audit=audit)
+    write_atomic(out / "eval.json", summary.model_dump_json(indent=2) + "\n")
+    write_atomic(out / "report.md", to_markdown(summary))
+    write_atomic(out / "report.html", to_html(summary))
+    return summary
+
+
+def answer_stage(ctx: Context) -> None:
+    """Every model answers (baseline first, kept loaded as the KL reference); log-probs for the KL probe."""
+    from cai.eval.answers import answer_prompts
+    from cai.records import SamplingParams
+
+    spec, pool = ctx.spec, ctx.pool
+    params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=0.0, seed=spec.seed)
+    models = ctx.models()
+    base_key = ctx.key(models[0])
+    need_kl = len(models) > 1
+    for m in models:
+        key = ctx.key(m)
+        with stage(f"answers {m.name}", ctx.timings):
+            ctx.answers[m.name] = answer_prompts(ctx.prompts, ctx.apath(m.name), m.model, m.backend,
+                                                 lambda key=key: pool.get(key), params,
+                                                 system_prompt=spec.system_prompt, constitution=ctx.const.ref())
+        if need_kl and m.name != ctx.base:
+            with stage(f"log-probs {m.name} (policy)", ctx.timings):
+                ctx.logp_own[m.name] = _logprobs(m.name, m, key, ctx.answers[m.name], ctx.jpath(m.name), pool, spec)
+        if key not in (base_key, ctx.fkey()):
+            pool.release(key)
+    for m in models[1:]:
+        with stage(f"log-probs {m.name} (reference)", ctx.timings):
+            ctx.logp_ref[m.name] = _logprobs(m.name, models[0], base_key, ctx.answers[m.name], ctx.jpath(m.name),
+                                             pool, spec)
+    if base_key != ctx.fkey():
+        pool.release(base_key)
+
+
+def judge_stage(ctx: Context) -> None:
+    """The feedback model judges harm (every model) and helpfulness (every model against the baseline)."""
+    from cai.eval import judging
+
+    spec, const, fkey = ctx.spec, ctx.const, ctx.fkey()
+    fmodel, fkind = spec.feedback_model, spec.feedback_backend
+    readers: dict[bool, Any] = {}
+
+    def feedback():
+        return ctx.pool.get(fkey, spec.feedback_batch_size)
+
+    def reader(few_shot: bool):
+        if few_shot not in readers:
+            from cai.feedback import FeedbackReader
+
+            readers[few_shot] = FeedbackReader(feedback(), const, few_shot=few_shot, seed=spec.seed)
+        return readers[few_shot]
+
+    def harm_compute(chunk):
+        if spec.judge == "rubric":
+            return judging.rubric_judgements(chunk, feedback(), const, spec.seed)
+        return judging.pairwise_judgements([(n, r, None) for n, r in chunk], reader(spec.few_shot), const,
+                                           spec.seed, "harm-pairwise", spec.few_shot)
+
+    kind = "harm-rubric" if spec.judge == "rubric" else "harm-pairwise"
+    for m in ctx.models():
+        mine = ctx.answers[m.name]
+        items = [(m.name, mine[p.key()]) for p in ctx.sets.get("redteam", [])]
+        if items:
+            with stage(f"harm judge {m.name}", ctx.timings):
+                ctx.harm[m.name] = by_answer(resumable(
+                    ctx.jpath(m.name), items,
+                    lambda it: judging.judgement_id(kind, it[1], None, fmodel, fkind, const, spec.seed, spec.few_shot),
+                    harm_compute))
+        if m.name != ctx.base and ctx.sets.get("benign"):
+            base = ctx.answers[ctx.base]
+            pairs = [(m.name, mine[p.key()], base[p.key()]) for p in ctx.sets["benign"]]
+            with stage(f"helpfulness judge {m.name}", ctx.timings):
+                ctx.helpful[m.name] = by_answer(resumable(
+                    ctx.jpath(m.name), pairs,
+                    lambda it: judging.judgement_id("helpfulness", it[1], it[2], fmodel, fkind, const, spec.seed),
+                    lambda chunk: judging.pairwise_judgements(chunk, reader(False), const, spec.seed, "helpfulness")))
+    ctx.pool.release(fkey)
+
+
+def pm_stage(ctx: Context) -> None:
+    """The preference model scores every answer of every model (loaded once, only if something is missing)."""
+    from cai.eval import hacking
+
+    spec = ctx.spec
+    cache: dict[str, Any] = {}
+
+    def pm():
+        if "pm" not in cache:
+            from cai.train.reward_scorers import PreferenceModelReward
+
+            cache["pm"] = PreferenceModelReward(spec.preference_model, device=spec.device, dtype=spec.dtype,
+                                                batch_size=spec.feedback_batch_size)
+        return cache["pm"]
+
+    for m in ctx.models():
+        items = [(m.name, r) for r in ctx.answers[m.name].values()]
+        ctx.pm[m.name] = by_answer(resumable(
+            ctx.jpath(m.name), items, lambda it: hacking.pm_id(it[1].id, str(spec.preference_model)),
+            lambda chunk: hacking.pm_records(chunk, pm(), spec.seed)))
+
+
+def model_eval(ctx: Context, m: Any) -> Any:
+    """The figures of one model from what the stages gathered."""
+    from cai.eval import aggregate as agg
+    from cai.eval.schema import ModelEval
+
+    mine, base = ctx.answers[m.name], ctx.answers[ctx.base]
+    red = [mine[p.key()] for p in ctx.sets.get("redteam", [])]
+    look = ctx.sets.get("lookalike", [])
+    everything = [mine[p.key()] for p in ctx.prompts]
+    helpful = None
+    if m.name in ctx.helpful:
+        pairs = [(mine[p.key()], base[p.key()]) for p in ctx.sets.get("benign", [])]
+        helpful = agg.helpfulness_eval(ctx.base, pairs, ctx.helpful[m.name])
+    return ModelEval(
+        name=m.name, model=m.model,
+        harm=agg.harm_eval(red, ctx.harm.get(m.name)),
+        over_refusal=agg.over_refusal_eval([mine[p.key()] for p in look], [p.metadata["label"] for p in look]),
+        helpfulness=helpful,
+        hacking=agg.hacking_eval(everything, pm=ctx.pm.get(m.name), harm_answers=red, harm=ctx.harm.get(m.name),
+                                 logp_policy=ctx.logp_own.get(m.name), logp_ref=ctx.logp_ref.get(m.name)),
+        mean_answer_chars=sum(len(a.completion[0].content) for a in everything) / len(everything),
+        answers={"answers": str(ctx.apath(m.name)), "judgements": str(ctx.jpath(m.name))},
+    )
+
+
+def _logprobs(name: str, scorer: Any, key: tuple, answers: dict[str, Any], path: Path,
+              pool: BackendPool, spec: EvalSpec) -> dict[str, EvalJudgement] | None:
+    """Log-probs of a model's answers under ``scorer`` (answer id -> line); None if the backend cannot score."""
+    from cai.backends.protocol import ScoringUnsupported
+    from cai.eval.hacking import logprob_id, logprob_records
+
+    items = [(name, r) for r in answers.values()]
+    try:
+        return by_answer(resumable(path, items, lambda it: logprob_id(it[1].id, scorer.model, scorer.backend),
+                                   lambda chunk: logprob_records(chunk, pool.get(key), spec.seed), LOGPROB_CHUNK))
+    except ScoringUnsupported as exc:
+        log.warning("%s cannot score answers (%s): no KL for %s", scorer.model, exc, name)
+        return None
