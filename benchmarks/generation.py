@@ -45,6 +45,29 @@ def load_prompts(n: int) -> list[str]:
     return (rows * (n // len(rows) + 1))[:n]
 
 
+CANNED_ANSWER = "Sure. Here is what I know about that, step by step."
+
+
+def critique_chats(n: int) -> list[list[dict[str, str]]]:
+    """The critique step's chats on the shipped red-team prompts: the ``harmless`` constitution's system
+    prompt and few-shot examples (resolved for each chat's principle, principles taken in turn), the
+    prompt, a canned first answer, and the principle's critique request (what ``cai critique`` sends)."""
+    from cai.constitution import load_constitution
+    from cai.critique_prompts import critique_chat, example_turns
+    from cai.records import Message
+
+    const = load_constitution("harmless")
+    rows = [json.loads(line)["prompt"] for line in (ROOT / "examples" / "prompts" / "redteam.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if isinstance(r, str)]
+    chats = []
+    for i in range(n):
+        principle = const.principles[i % len(const.principles)]
+        convo = [Message(role="user", content=rows[i % len(rows)]), Message(role="assistant", content=CANNED_ANSWER)]
+        chat = critique_chat(const.system_prompt, example_turns(const, principle), convo, principle)
+        chats.append([{"role": m.role, "content": m.content} for m in chat])
+    return chats
+
+
 def until_eos(row: list[int], eos: set[int]) -> list[int]:
     """Tokens before the first EOS.
 
@@ -93,6 +116,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batch1-prompts", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--workload", choices=("questions", "critique"), default="questions",
+                    help="questions: the example prompts, one user turn each (default); critique: the critique "
+                         "step's chats (system prompt, few-shot examples, prompt, answer, critique request)")
     ap.add_argument("--levers", action="store_true", help="also time hf with the KV preallocation / prefix reuse off")
     ap.add_argument("--sampling", action="store_true",
                     help="also time both sides sampling (temperature 0.7, top-p 0.95; once each)")
@@ -108,7 +134,10 @@ def main() -> None:
     print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
-    chats = [[{"role": "user", "content": p}] for p in load_prompts(args.batch)]
+    if args.workload == "critique":
+        chats = critique_chats(args.batch)
+    else:
+        chats = [[{"role": "user", "content": p}] for p in load_prompts(args.batch)]
     enc = tok.apply_chat_template(chats, add_generation_prompt=True, return_tensors="pt", return_dict=True,
                                   padding=True)  # left padding: the backend set padding_side="left"
     assert tok.padding_side == "left"
@@ -185,6 +214,9 @@ def main() -> None:
     print(f"| tokens generated hf / plain | {hf_tokens} / {plain_tokens} |")
     print(f"| one decode step at batch {args.batch} ({mean_len} cached positions) / its Linear layers alone | "
           f"{step * 1e3:.0f} ms / {floor * 1e3:.0f} ms = {step / floor:.2f}x |")
+    lengths = enc["attention_mask"].sum(1).tolist()
+    print(f"| workload: {args.workload}, prompt tokens min/mean/max | {min(lengths)}/{sum(lengths) // len(lengths)}/"
+          f"{max(lengths)} |")
     print(f"| load average (1 min) at the end, {os.cpu_count()} cores | {os.getloadavg()[0]:.1f} |")
 
 

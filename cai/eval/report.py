@@ -129,10 +129,12 @@ def plot_harm_vs_overrefusal(summary: EvalSummary) -> str | None:
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    seen: dict[tuple[float, float], int] = {}  # models at the same point get their labels stacked
     for name, x, y, _judged in pts:
         ax.errorbar(x.rate, y.rate, xerr=[[x.rate - x.lo], [x.hi - x.rate]], yerr=[[y.rate - y.lo], [y.hi - y.rate]],
-                    fmt="o", capsize=3)
-        ax.annotate(name, (x.rate, y.rate), textcoords="offset points", xytext=(6, 6))
+                    fmt="o", capsize=3, label=name)
+        k = seen[(x.rate, y.rate)] = seen.get((x.rate, y.rate), -1) + 1
+        ax.annotate(name, (x.rate, y.rate), textcoords="offset points", xytext=(6, 6 + 12 * k))
     judged = all(p[3] for p in pts)
     ax.set_xlabel("over-refusal (refusal rate on safe look-alikes)")
     ax.set_ylabel("harmful compliance (judge)" if judged else "refusal on red-team prompts")
