@@ -22,16 +22,13 @@ rebuilds everything else from it, deterministically and atomically (tmp file +
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
+from cai.atomic_files import write_json_atomic, write_records_atomic
 from cai.io import PathLike, read_records
 from cai.records import Message, PreferenceRecord, RevisionRecord, SFTRecord, make_id
 from cai.revision_cleaning import FLAGS
@@ -200,27 +197,6 @@ def format_summary(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: PathLike, records: Iterable[BaseModel]) -> int:
-    """Write records as JSONL to a temp file and move it over ``path``; returns the count."""
-    lines = [r.model_dump_json() + "\n" for r in records]
-    _replace_atomically(Path(path), "".join(lines).encode("utf-8"))
-    return len(lines)
-
-
-def write_json_atomic(path: PathLike, obj: Any) -> None:
-    """Write pretty JSON atomically."""
-    _replace_atomically(Path(path), (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
 def derive_outputs(
     out_dir: PathLike,
     *,
@@ -243,13 +219,13 @@ def derive_outputs(
             "(use a fresh --output-dir to keep runs apart)", source, len(records) - len(kept),
         )
     choices = [(r, sft_choice(r, sft_round)) for r in kept]
-    n_sft = write_jsonl_atomic(out / SFT_FILE, [sft_record(r, c, sft_round) for r, c in choices if c])
+    n_sft = write_records_atomic(out / SFT_FILE, [sft_record(r, c, sft_round) for r, c in choices if c])
     stats = compute_stats(kept, sft_round)
     stats["other_records"] = len(records) - len(kept)
     stats["pairs"] = None
     if revision_pairs:
         pairs = [p for r, c in choices if c for p in [revision_pair(r, c)] if p is not None]
-        stats["pairs"] = write_jsonl_atomic(out / PAIRS_FILE, pairs)
+        stats["pairs"] = write_records_atomic(out / PAIRS_FILE, pairs)
     write_json_atomic(out / STATS_FILE, stats)
     log.info("derived %s (%d rows)%s and %s from %s", out / SFT_FILE, n_sft,
              f", {out / PAIRS_FILE} ({stats['pairs']} pairs)" if revision_pairs else "", out / STATS_FILE, source)

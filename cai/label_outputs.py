@@ -11,17 +11,14 @@ them with ``source: "human"`` and their weight multiplied by ``--human-weight``.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cai.atomic_files import write_json_atomic, write_records_atomic
 from cai.errors import CaiError
 from cai.label import to_preference
 from cai.records import LabelRecord, PreferenceRecord
@@ -165,47 +162,6 @@ def format_summary(stats: dict[str, Any]) -> str:
         lines.append("per principle (pairs): " + ", ".join(f"{k} {v['pairs']}" for k, v in
                                                            stats["per_principle"].items()))
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and ``os.replace``.
-
-    >>> d = Path(tempfile.mkdtemp()); write_atomic(d / "x.json", "{}"); (d / "x.json").read_text()
-    '{}'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: give it the mode a plain open() would
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_records_atomic(path: Path, records: Iterable[Any]) -> None:
-    """A JSONL file of pydantic records, written atomically."""
-    write_atomic(path, "".join(r.model_dump_json() + "\n" for r in records))
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
 def labels_in_order(path: Path, ids: Sequence[str]) -> list[LabelRecord]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.atomic_files import write_json_atomic
 from cai.errors import CaiError
 from cai.records import make_id, utc_now
 
@@ -105,9 +106,7 @@ def read_state(stage_dir: Path) -> dict[str, Any] | None:
 
 def write_state(stage_dir: Path, state: dict[str, Any]) -> None:
     """Write ``stage.json`` atomically."""
-    tmp = stage_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, stage_dir / STATE_FILE)
+    write_json_atomic(stage_dir / STATE_FILE, state, sort_keys=True, default=str)
 
 
 def select(stages: Sequence[Stage], start: str | None, stop: str | None) -> list[str]:

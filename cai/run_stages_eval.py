@@ -98,14 +98,13 @@ def before_after(summary: Any) -> list[dict[str, Any]]:
 
 
 def before_after_rows(run_dir: Path, outputs: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The before/after rows of a finished eval stage: from its ``eval.json`` (so a skipped
-    stage shows every current column), else the rows it stored in ``stage.json``."""
+    """The before/after rows of a finished eval stage, read from its ``eval.json`` (none if it is gone)."""
     from cai.eval.schema import EvalSummary
 
     try:
         summary = EvalSummary.model_validate_json((run_dir / outputs["eval"]).read_text(encoding="utf-8"))
     except (KeyError, OSError, ValueError):
-        return list(outputs.get("before_after") or [])
+        return []
     return before_after(summary)
 
 
@@ -144,8 +143,8 @@ def eval_stage(recipe: Recipe) -> Stage:
             raise CaiError("the eval stage needs cai.eval.run, which this installation lacks",
                            hint="set eval.enabled: false in the recipe, or update cai") from None
         out = ctx.dir("eval")
-        summary = evaluate(eval_spec(recipe, ctx), out)
+        evaluate(eval_spec(recipe, ctx), out)
         return {"eval": rel(ctx, out / "eval.json"), "report": rel(ctx, out / "report.html"),
-                "report_md": rel(ctx, out / "report.md"), "before_after": before_after(summary)}
+                "report_md": rel(ctx, out / "report.md")}
 
     return Stage("eval", deps, fingerprint, run)

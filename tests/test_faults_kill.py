@@ -213,8 +213,8 @@ def test_ctrl_c_mid_line_removes_it_but_during_fsync_keeps_it(tmp_path, monkeypa
 
 
 def test_derived_outputs_get_the_same_mode_as_appended_records(tmp_path):
+    from cai.atomic_files import write_atomic
     from cai.io import JsonlWriter
-    from cai.label_outputs import write_atomic
 
     with JsonlWriter(tmp_path / "labels.jsonl") as w:
         w.write({"id": "a"})

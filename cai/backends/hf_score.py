@@ -46,9 +46,27 @@ def score_shared(lm: Any, prefixes: list[list[int]], conts: list[list[list[int]]
         cont_pos = pre.next_pos[chat_of_row, None] + torch.arange(longest, device=dev)[None, :]  # [R, L]
         logits = lm(input_ids=cont_ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=cont_pos[:, :-1],
                     past_key_values=pre.cache, use_cache=True).logits.float()  # [R, L-1, V]
-        logp = torch.log_softmax(logits, dim=-1).gather(2, cont_ids[:, 1:, None]).squeeze(2)  # [R, L-1]
+        logp = token_logprobs(logits, cont_ids[:, 1:])  # [R, L-1]
         total = total + (logp * cont_mask[:, 1:]).sum(1)
     return regroup(total.tolist(), rows, len(prefixes))
+
+
+def token_logprobs(logits: Any, targets: Any, rows: int = 4) -> Any:
+    """``log p(target)`` at each position, ``[R, L, V]`` logits and ``[R, L]`` targets -> ``[R, L]``.
+
+    ``logit[target] - logsumexp(logits)``, ``rows`` rows at a time: unlike
+    ``log_softmax(logits).gather(...)`` it never holds a second ``[R, L, V]``
+    tensor (16 answers x 128 tokens x 49k vocab is 400 MB in fp32).
+
+    >>> import torch
+    >>> lg = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])  # one row, two positions, vocab of 2
+    >>> token_logprobs(lg, torch.tensor([[1, 0]])).exp()  # p = 1/2, then e^2 / (e^2 + 1)
+    tensor([[0.5000, 0.8808]])
+    """
+    import torch
+
+    return torch.cat([lg.gather(2, tg[..., None]).squeeze(2) - torch.logsumexp(lg, dim=-1)
+                      for lg, tg in zip(logits.split(rows), targets.split(rows))])
 
 
 def score_naive(lm: Any, prefixes: list[list[int]], conts: list[list[list[int]]], pad_id: int,

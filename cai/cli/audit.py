@@ -44,13 +44,14 @@ def labeler(
 
     from tqdm import tqdm
 
+    from cai.atomic_files import write_json_atomic
     from cai.audit import audit_labels, format_audit, plot_reliability
     from cai.cli.logs import setup_logging
     from cai.constitution import load_constitution
     from cai.errors import CaiError
     from cai.io import JsonlWriter
     from cai.label import LabelConfig, label_id_for, label_records, load_pairs_for_audit
-    from cai.label_outputs import labels_in_order, write_json_atomic
+    from cai.label_outputs import labels_in_order
 
     setup_logging()
     log = logging.getLogger("cai.audit")

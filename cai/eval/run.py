@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from cai.eval.spec import EvalSpec
 log = logging.getLogger(__name__)
 
 CHUNK = 64  # items per judge call (results are saved after each)
-LOGPROB_CHUNK = 8  # answers per log-prob call: HF scoring holds [answers, answer tokens, vocab] fp32 logits
+LOGPROB_CHUNK = 8  # answers per log-prob call: the forward pass still holds [answers, answer tokens, vocab] logits
 
 
 class BackendPool:
@@ -96,12 +95,6 @@ def by_answer(judged: dict[str, EvalJudgement]) -> dict[str, EvalJudgement]:
     return {j.answer_id: j for j in judged.values()}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 @dataclass
 class Context:
     """What the stages share: the spec, the output folder, the loaded inputs, the results so far."""
@@ -144,6 +137,7 @@ class Context:
 
 def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
     """Evaluate every model of ``spec``; write answers, judgements, eval.json, report.md and report.html."""
+    from cai.atomic_files import write_atomic
     from cai.constitution import load_constitution
     from cai.eval.answers import load_sets, unique_prompts
     from cai.eval.inputs import load_audit, load_curve

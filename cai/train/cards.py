@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cai import __version__
+from cai.atomic_files import write_atomic, write_json_atomic
 from cai.errors import CaiError
 
 CARD_NAME = "README.md"
@@ -198,17 +198,6 @@ def render_card(facts: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_model_card(
     output_dir: str | os.PathLike,
     *,
@@ -251,7 +240,7 @@ def write_model_card(
         "metrics": {k: v for k, v in (metrics or {}).items()},
         "config": cfg,
     }
-    _atomic_write(out / CARD_JSON, json.dumps(facts, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_json_atomic(out / CARD_JSON, facts, default=str)
     card = out / CARD_NAME
-    _atomic_write(card, render_card(facts))
+    write_atomic(card, render_card(facts))
     return card
