@@ -1,6 +1,6 @@
 """Throughput of the whole critique/revision stage on the default model: batched vs one prompt at a time.
 
-Runs :func:`cai.critique.critique_revise` over the same red-team prompts twice in
+Runs :func:`cai.stages.critique.loop.critique_revise` over the same red-team prompts twice in
 one process: all ``--prompts`` at ``--batch`` prompts advancing together (the CLI
 default, 16), then the first ``--batch1-prompts`` of them one at a time, and prints
 prompts per minute for each, their ratio, generated tokens per second, and how
@@ -45,11 +45,11 @@ def main() -> None:
 
     import torch
 
-    from cai.backends.hf import HFBackend
-    from cai.constitution import load_constitution
-    from cai.critique import CritiqueConfig, critique_revise
-    from cai.io import read_prompts
-    from cai.records import SamplingParams
+    from cai.backends.hf.backend import HFBackend
+    from cai.constitution.schema import load_constitution
+    from cai.core.jsonl import read_prompts
+    from cai.core.records import SamplingParams
+    from cai.stages.critique.loop import CritiqueConfig, critique_revise
 
     const = load_constitution(args.constitution)
     prompts = read_prompts(args.data)[: args.prompts]

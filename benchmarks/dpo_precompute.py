@@ -48,9 +48,9 @@ def run(pairs_file: Path, out: Path, precompute: bool, args) -> tuple[int, float
     """One training run: (tokens per epoch, construct seconds, train seconds)."""
     from trl import DPOTrainer
 
-    from cai.train.data import preference_datasets
+    from cai.train.common.data import preference_datasets
+    from cai.train.common.models import load_causal_lm, load_tokenizer
     from cai.train.dpo import default_dpo_config
-    from cai.train.models import load_causal_lm, load_tokenizer
 
     cfg = default_dpo_config(out, max_length=args.max_length, per_device_train_batch_size=args.batch,
                              num_train_epochs=args.epochs, precompute_ref_log_probs=precompute,

@@ -52,9 +52,9 @@ def critique_chats(n: int) -> list[list[dict[str, str]]]:
     """The critique step's chats on the shipped red-team prompts: the ``harmless`` constitution's system
     prompt and few-shot examples (resolved for each chat's principle, principles taken in turn), the
     prompt, a canned first answer, and the principle's critique request (what ``cai critique`` sends)."""
-    from cai.constitution import load_constitution
-    from cai.critique_prompts import critique_chat, example_turns
-    from cai.records import Message
+    from cai.constitution.schema import load_constitution
+    from cai.core.records import Message
+    from cai.stages.critique.prompts import critique_chat, example_turns
 
     const = load_constitution("harmless")
     rows = [json.loads(line)["prompt"] for line in (ROOT / "examples" / "prompts" / "redteam.jsonl").read_text().splitlines()]
@@ -89,7 +89,7 @@ def step_vs_linears(lm, batch: int, length: int, steps: int = 5) -> tuple[float,
     """
     import torch
 
-    from cai.backends.hf_cache import make_cache
+    from cai.backends.hf.cache import make_cache
 
     linears = [m for m in lm.modules() if isinstance(m, torch.nn.Linear)]
     inputs = [torch.randn(batch, m.in_features) for m in linears]
@@ -126,8 +126,8 @@ def main() -> None:
 
     import torch
 
-    from cai.backends.hf import HFBackend
-    from cai.records import SamplingParams
+    from cai.backends.hf.backend import HFBackend
+    from cai.core.records import SamplingParams
 
     backend = HFBackend(args.model, batch_size=args.batch)
     tok, lm = backend.tokenizer, backend.lm

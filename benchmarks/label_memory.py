@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-LOAD_ONLY = "from cai.backends.hf import HFBackend; HFBackend('default')"
+LOAD_ONLY = "from cai.backends.hf.backend import HFBackend; HFBackend('default')"
 
 
 def child_peak_mb(cmd: list[str]) -> tuple[float, float]:

@@ -40,9 +40,9 @@ def main() -> None:
 
     import torch
 
-    from cai.backends.hf import HFBackend
-    from cai.constitution import load_constitution
-    from cai.label import LabelConfig, label_records, load_pairs_for_audit
+    from cai.backends.hf.backend import HFBackend
+    from cai.constitution.schema import load_constitution
+    from cai.stages.label.labeler import LabelConfig, label_records, load_pairs_for_audit
 
     const = load_constitution(args.constitution)
     pairs = load_pairs_for_audit(args.pairs_file, args.pairs + 1)
@@ -85,7 +85,7 @@ def main() -> None:
 
 
 def _chat(pair, const):
-    from cai.feedback import feedback_chat, few_shot_turns
+    from cai.stages.label.feedback import feedback_chat, few_shot_turns
 
     p = const.principles[0]
     return feedback_chat(few_shot_turns(const, "score"), pair.prompt, const.comparison_for(p), pair.answer_a,

@@ -38,9 +38,9 @@ PAIRS = ROOT.parent / "shared" / "data" / "hh_harmless_pairs_dev.jsonl"
 
 def feedback_chats(pairs_file: Path, n: int, constitution: str = "harmless") -> list[list[dict[str, str]]]:
     """The ab and ba score chats of the first ``n`` pairs, under the constitution's first principle."""
-    from cai.constitution import load_constitution
-    from cai.feedback import ORDERS, Ask, FeedbackReader
-    from cai.label import load_pairs_for_audit
+    from cai.constitution.schema import load_constitution
+    from cai.stages.label.feedback import ORDERS, Ask, FeedbackReader
+    from cai.stages.label.labeler import load_pairs_for_audit
 
     const = load_constitution(constitution)
     reader = FeedbackReader(backend=None, constitution=const)  # type: ignore[arg-type] - only builds chats
@@ -62,9 +62,9 @@ def main() -> None:
 
     import torch
 
-    from cai.backends.hf import HFBackend
-    from cai.backends.prefix_cache import batch_shared_len
-    from cai.feedback import OPTIONS
+    from cai.backends.hf.backend import HFBackend
+    from cai.backends.hf.prefix_cache import batch_shared_len
+    from cai.stages.label.feedback import OPTIONS
 
     backend = HFBackend(args.model, batch_size=args.batch)
     chats = feedback_chats(args.pairs_file, args.pairs)

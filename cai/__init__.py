@@ -1,7 +1,7 @@
 """cai: Constitutional AI and RLAIF toolkit.
 
-Stages are functions over typed JSONL records (:mod:`cai.records`, :mod:`cai.io`);
-constitutions are YAML data (:mod:`cai.constitution`); models sit behind the
+Stages are functions over typed JSONL records (:mod:`cai.core.records`, :mod:`cai.core.jsonl`);
+constitutions are YAML data (:mod:`cai.constitution.schema`); models sit behind the
 :class:`cai.backends.Backend` protocol.
 """
 

@@ -9,8 +9,8 @@ kills: model loading, resume scan, lock take-over; once a run got to the end,
 every later run is killed this way, while it rebuilds the outputs) or once
 the watched append-only files have grown by a random number of bytes. Children write
 through :class:`ChunkedOs`, which splits each large ``os.write`` of
-:mod:`cai.io` into short writes with a pause between them (a short write is a
-path :class:`cai.io.JsonlWriter` handles), so byte-targeted kills land
+:mod:`cai.core.jsonl` into short writes with a pause between them (a short write is a
+path :class:`cai.core.jsonl.JsonlWriter` handles), so byte-targeted kills land
 mid-record and leave real torn tails.
 
 After every run the parent snapshots the watched files (:class:`TornBook`):
@@ -39,7 +39,7 @@ from typing import Any
 
 
 class ChunkedOs:
-    """``os`` for :mod:`cai.io`, but a write longer than ``chunk`` bytes is cut short after a pause.
+    """``os`` for :mod:`cai.core.jsonl`, but a write longer than ``chunk`` bytes is cut short after a pause.
 
     >>> import tempfile
     >>> fd, p = tempfile.mkstemp()
@@ -91,11 +91,11 @@ def _run_child(argv: list[str], log: Path, chunk: int, pause: float) -> None:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        import cai.io
+        import cai.core.jsonl
         from cai.cli import main
 
         if chunk:
-            cai.io.os = ChunkedOs(chunk, pause)  # type: ignore[assignment]
+            cai.core.jsonl.os = ChunkedOs(chunk, pause)  # type: ignore[assignment]
         sys.argv = ["cai", *argv]
         try:
             main()
@@ -259,12 +259,12 @@ def main() -> None:
     import transformers  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
-    import cai.backends.hf  # noqa: F401
+    import cai.backends.hf.backend  # noqa: F401
     import cai.cli  # noqa: F401
-    import cai.critique  # noqa: F401
-    import cai.critique_outputs  # noqa: F401
-    import cai.label  # noqa: F401
-    import cai.label_outputs  # noqa: F401
+    import cai.stages.critique.loop  # noqa: F401
+    import cai.stages.critique.outputs  # noqa: F401
+    import cai.stages.label.labeler  # noqa: F401
+    import cai.stages.label.outputs  # noqa: F401
 
     for warm in {s["warm"] for s in specs if s.get("warm")}:  # transformers imports lazily: pay once, here
         from transformers import AutoConfig, GenerationConfig

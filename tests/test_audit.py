@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cai.audit import (
+from cai.audit.labeler import (
     CHANCE_VERDICT,
     audit_labels,
     expected_calibration_error,
@@ -23,8 +23,8 @@ from cai.audit import (
     verdict,
     wilson_interval,
 )
-from cai.label import LabelConfig, label_records, make_pair
-from cai.records import Message
+from cai.core.records import Message
+from cai.stages.label.labeler import LabelConfig, label_records, make_pair
 from tests.test_label import FakeJudge, constitution
 
 ROOT = Path(__file__).resolve().parents[1]

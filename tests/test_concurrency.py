@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cai.backends.openai_compat import OpenAIBackend
-from cai.records import SamplingParams
+from cai.backends.openai.backend import OpenAIBackend
+from cai.core.records import SamplingParams
 from tests.servers import server_fixture
 
 ROOT = Path(__file__).resolve().parents[1]

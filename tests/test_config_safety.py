@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "cai").rglob("*.py"))
@@ -32,18 +32,18 @@ def payloads(marker: Path) -> list[str]:
         f"name: !!python/object/apply:subprocess.call [['touch', '{marker}']]\n",
         "name: !!python/name:os.system\n",
         f"name: !!python/object/new:subprocess.Popen [['touch', '{marker}']]\n",
-        "!!python/object:cai.errors.CaiError {message: x}\n",
+        "!!python/object:cai.core.errors.CaiError {message: x}\n",
         "name: !custom_tag x\n",
     ]
 
 
 def _loaders(tmp_path: Path):
-    from cai.constitution import load_constitution
-    from cai.train.config import load_config_file, parse_set
-    from cai.train.launch import resolve_config
+    from cai.constitution.schema import load_constitution
+    from cai.train.common.config import load_config_file, parse_set
+    from cai.train.common.launch import resolve_config
 
     def recipe(path: Path):
-        from cai.recipe_load import load_recipe
+        from cai.run.load import load_recipe
 
         return load_recipe(path)
 
@@ -66,7 +66,7 @@ def test_yaml_with_python_tags_is_refused_and_runs_nothing(tmp_path, kind):
     if kind == "eval-spec":
         pytest.importorskip("cai.eval.spec")
     if kind == "recipe":
-        pytest.importorskip("cai.recipe_load")
+        pytest.importorskip("cai.run.load")
     load = _loaders(tmp_path)[kind]
     marker = tmp_path / "PWNED"
     for n, text in enumerate(payloads(marker)):
@@ -120,7 +120,7 @@ def test_trust_remote_code_is_never_true_in_the_source():
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: field defaults to {node.value.value!r}")
     assert bad == []
     from cai.cli import backend_options
-    from cai.train import cli_options
+    from cai.cli import train_options as cli_options
 
     for opt in (backend_options.TrustRemoteCodeOpt, cli_options.TrustRemoteCodeOpt):
         assert opt.default is False
@@ -155,7 +155,7 @@ def test_hf_backend_passes_trust_remote_code_only_when_asked(recorded, tiny_mode
 
 @pytest.mark.parametrize("passed", [False, True])
 def test_trainers_pass_trust_remote_code_only_when_asked(recorded, tiny_model_dir, passed):
-    from cai.train.models import load_causal_lm, load_reward_model, load_tokenizer
+    from cai.train.common.models import load_causal_lm, load_reward_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir), pad_token="<pad>", trust_remote_code=passed)
     load_causal_lm(str(tiny_model_dir), trust_remote_code=passed)

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cai.constitution import (
+from cai.constitution.schema import (
     Constitution,
     Principle,
     diff_constitutions,
@@ -20,8 +20,8 @@ from cai.constitution import (
     loads_constitution,
     sample_principles,
 )
-from cai.errors import CaiError
-from cai.records import ConstitutionRef
+from cai.core.errors import CaiError
+from cai.core.records import ConstitutionRef
 
 BASE = """\
 name: base

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.constitution import app
-from cai.constitution import load_constitution, loads_constitution
+from cai.constitution.schema import load_constitution, loads_constitution
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = 'name: good\nversion: "2.0"\nprinciples:\n  - id: a\n    critique: c\n    revision: r\n'

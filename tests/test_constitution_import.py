@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.constitution import app
-from cai.constitution import load_constitution
-from cai.constitution_import import import_anthropic, import_llm_swarm, parse_transcript
-from cai.errors import CaiError
+from cai.constitution.importers import import_anthropic, import_llm_swarm, parse_transcript
+from cai.constitution.schema import load_constitution
+from cai.core.errors import CaiError
 
 runner = CliRunner()
 

@@ -6,11 +6,11 @@ from collections import Counter
 
 import pytest
 
-from cai.backends.hf import HFBackend
-from cai.constitution import Constitution, Example, Principle, sample_principles
-from cai.critique import CritiqueConfig, critique_revise, principle_rng, record_id, select_helpful
-from cai.errors import CaiError
-from cai.records import Message, PromptRecord, RevisionRecord, SamplingParams
+from cai.backends.hf.backend import HFBackend
+from cai.constitution.schema import Constitution, Example, Principle, sample_principles
+from cai.core.errors import CaiError
+from cai.core.records import Message, PromptRecord, RevisionRecord, SamplingParams
+from cai.stages.critique.loop import CritiqueConfig, critique_revise, principle_rng, record_id, select_helpful
 
 SYSTEM = "Be helpful and harmless."
 PRINCIPLES = [
@@ -229,8 +229,8 @@ def test_config_refuses_n_above_one():
 @pytest.mark.integration
 def test_real_model_traces_do_not_depend_on_the_batch(shared_data):
     """The embedded model, two red-team prompts, one short round: batch 2 and batch 1 give the same traces."""
-    from cai.constitution import load_constitution
-    from cai.io import read_prompts
+    from cai.constitution.schema import load_constitution
+    from cai.core.jsonl import read_prompts
 
     const = load_constitution("harmless")
     prompts = read_prompts(shared_data / "redteam_prompts_dev.jsonl")[:2]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cai.revision_cleaning import (
+from cai.stages.critique.cleaning import (
     FLAGS,
     answer_flags,
     clean_revision,

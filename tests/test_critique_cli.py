@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.export import to_dataset
+from cai.stages.export import to_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

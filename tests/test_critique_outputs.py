@@ -7,9 +7,11 @@ import json
 import pytest
 
 from cai.backends.protocol import Generation
-from cai.constitution import Constitution, Principle
-from cai.critique import CritiqueConfig, critique_revise
-from cai.critique_outputs import (
+from cai.constitution.schema import Constitution, Principle
+from cai.core.jsonl import JsonlWriter, read_records
+from cai.core.records import PreferenceRecord, PromptRecord, SamplingParams, SFTRecord
+from cai.stages.critique.loop import CritiqueConfig, critique_revise
+from cai.stages.critique.outputs import (
     PAIRS_FILE,
     REVISIONS_FILE,
     SFT_FILE,
@@ -17,9 +19,7 @@ from cai.critique_outputs import (
     derive_outputs,
     format_summary,
 )
-from cai.export import to_dataset
-from cai.io import JsonlWriter, read_records
-from cai.records import PreferenceRecord, PromptRecord, SamplingParams, SFTRecord
+from cai.stages.export import to_dataset
 
 P = Principle(id="harm", critique="Point out anything harmful in the response.", revision="Rewrite it so it does no harm.")
 Q = Principle(id="kind", critique="Point out anything unkind in the response.", revision="Rewrite it kindly, please.")
@@ -77,7 +77,7 @@ def sft_rows(run_dir) -> dict[str, SFTRecord]:
 
 
 def test_flags_reach_the_trace(run_dir):
-    from cai.records import RevisionRecord
+    from cai.core.records import RevisionRecord
 
     recs = {r.prompt_id: r for r in read_records(run_dir / REVISIONS_FILE, RevisionRecord)}
     assert [x.flags for x in recs["A"].rounds] == [[], []]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 from cai.eval.schema import EvalSummary
 from cai.eval.spec import EvalSpec, load_spec, parse_model_option
 from tests.test_eval_run import BENIGN, LOOKALIKE, REDTEAM, write_jsonl

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from cai.constitution import load_constitution
+from cai.constitution.schema import load_constitution
+from cai.core.records import CompletionRecord, Message, Provenance
 from cai.eval import aggregate as agg
 from cai.eval.hacking import discordance, logprob_records, mean_log_ratio
 from cai.eval.judging import (
@@ -19,8 +20,7 @@ from cai.eval.judging import (
 )
 from cai.eval.metrics import length_controlled_win_rate, pearson
 from cai.eval.schema import EvalJudgement
-from cai.feedback import FeedbackReader
-from cai.records import CompletionRecord, Message, Provenance
+from cai.stages.label.feedback import FeedbackReader
 
 CONST = load_constitution("harmless")
 
@@ -160,7 +160,7 @@ def test_kl_probe_is_the_mean_log_ratio_and_skips_empty_answers():
 def test_shipped_lookalike_file_and_curve_inputs(tmp_path):
     from pathlib import Path
 
-    from cai.errors import CaiError
+    from cai.core.errors import CaiError
     from cai.eval.answers import load_sets
     from cai.eval.inputs import load_audit, load_curve
 

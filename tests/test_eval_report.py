@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import re
 
+from cai.core.records import ConstitutionRef
+from cai.core.stats import wilson_interval
 from cai.eval.metrics import boilerplate, length_controlled_win_rate, rate
 from cai.eval.report import to_html, to_markdown
 from cai.eval.schema import (
@@ -16,8 +18,6 @@ from cai.eval.schema import (
     ModelEval,
     OverRefusalEval,
 )
-from cai.intervals import wilson_interval
-from cai.records import ConstitutionRef
 
 
 def iv(r: float, n: int = 40) -> Interval:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from cai.core.jsonl import read_records
+from cai.core.records import CompletionRecord
 from cai.eval.run import evaluate
 from cai.eval.schema import EvalJudgement, EvalSummary
 from cai.eval.spec import EvalModel, EvalSpec
-from cai.io import read_records
-from cai.records import CompletionRecord
 from tests.conftest import build_tiny_model
 from tests.test_rewards import build_tiny_rm
 
@@ -91,7 +91,7 @@ def test_rerun_resumes_without_loading_any_model(tmp_path, tiny_pair, prompt_fil
         raise AssertionError("a finished evaluation loaded a model again")
 
     monkeypatch.setattr("cai.backends.make_backend", no_model)
-    monkeypatch.setattr("cai.train.reward_scorers.PreferenceModelReward", no_model)
+    monkeypatch.setattr("cai.scoring.reward_scorers.PreferenceModelReward", no_model)
     second = evaluate(spec, out)
     assert [m.model_dump(exclude={"answers"}) for m in second.models] == \
            [m.model_dump(exclude={"answers"}) for m in first.models]

@@ -1,4 +1,4 @@
-"""cai.export.to_dataset and `cai export`."""
+"""cai.stages.export.to_dataset and `cai export`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli import app
-from cai.errors import CaiError
-from cai.export import SFTRow, to_dataset
-from cai.records import CompletionRecord, Message, PreferenceRecord, Provenance, make_id
+from cai.core.errors import CaiError
+from cai.core.records import CompletionRecord, Message, PreferenceRecord, Provenance, make_id
+from cai.stages.export import SFTRow, to_dataset
 
 SFT_COLUMNS = ["id", "prompt", "completion", "provenance"]
 PREF_COLUMNS = ["id", "prompt", "chosen", "rejected", "p_chosen", "source", "weight", "provenance"]

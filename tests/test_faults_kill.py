@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from cai.io import read_records
-from cai.records import CompletionRecord, LabelRecord, PreferenceRecord, RevisionRecord, SFTRecord
+from cai.core.jsonl import read_records
+from cai.core.records import CompletionRecord, LabelRecord, PreferenceRecord, RevisionRecord, SFTRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -183,7 +183,7 @@ def test_sigint_stops_label_cleanly_and_says_how_to_resume(tmp_path, tiny_model_
 
 
 def test_ctrl_c_mid_line_removes_it_but_during_fsync_keeps_it(tmp_path, monkeypatch):
-    from cai.io import JsonlWriter
+    from cai.core.jsonl import JsonlWriter
 
     path = tmp_path / "out.jsonl"
     real_write = os.write
@@ -213,8 +213,8 @@ def test_ctrl_c_mid_line_removes_it_but_during_fsync_keeps_it(tmp_path, monkeypa
 
 
 def test_derived_outputs_get_the_same_mode_as_appended_records(tmp_path):
-    from cai.atomic_files import write_atomic
-    from cai.io import JsonlWriter
+    from cai.core.atomic_files import write_atomic
+    from cai.core.jsonl import JsonlWriter
 
     with JsonlWriter(tmp_path / "labels.jsonl") as w:
         w.write({"id": "a"})

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from cai.io import read_records
-from cai.records import CompletionRecord
+from cai.core.jsonl import read_records
+from cai.core.records import CompletionRecord
 from tests.server_control import kill, restart, stub_openai
 from tests.servers import server_fixture
 

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cai.constitution import Constitution, FeedbackExample, Principle
-from cai.feedback import (
+from cai.constitution.schema import Constitution, FeedbackExample, Principle
+from cai.core.records import Judgement, LabelRecord, Message, Provenance
+from cai.stages.label.feedback import (
     ANSWER_PREFIX,
     OPTIONS,
     Read,
@@ -21,8 +22,7 @@ from cai.feedback import (
     parse_choice,
     unswap,
 )
-from cai.label import to_preference
-from cai.records import Judgement, LabelRecord, Message, Provenance
+from cai.stages.label.labeler import to_preference
 
 
 def constitution(examples: int = 3) -> Constitution:
@@ -64,7 +64,7 @@ def test_few_shot_alternates_the_better_answers_letter():
 
 
 def test_options_are_single_clean_tokens_for_the_tiny_tokenizer(tiny_model_dir):
-    from cai.backends.hf import HFBackend
+    from cai.backends.hf.backend import HFBackend
 
     be = HFBackend(str(tiny_model_dir))
     chat = feedback_chat([], [Message(role="user", content="Hi")], "Which?", "x", "y", "score")
@@ -78,7 +78,7 @@ def test_options_are_single_clean_tokens_for_the_tiny_tokenizer(tiny_model_dir):
 
 @pytest.mark.integration
 def test_options_are_single_clean_tokens_for_the_embedded_model():
-    from cai.backends.loading import load_tokenizer
+    from cai.backends.hf.loading import load_tokenizer
 
     tok = load_tokenizer("default")
     text = tok.apply_chat_template(

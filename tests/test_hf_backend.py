@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from cai.backends import Backend, make_backend
-from cai.backends.hf import HFBackend
-from cai.errors import CaiError
-from cai.records import SamplingParams
+from cai.backends.hf.backend import HFBackend
+from cai.core.errors import CaiError
+from cai.core.records import SamplingParams
 
 CHATS = [[{"role": "user", "content": "hi " * k}] for k in range(1, 8)]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cai.backends.hf import HFBackend
-from cai.backends.hf_cache import PreallocatedLayer, can_preallocate, make_cache
-from cai.backends.hf_decode import _top_p
-from cai.backends.prefix_cache import PrefixStore, batch_shared_len
-from cai.records import SamplingParams
+from cai.backends.hf.backend import HFBackend
+from cai.backends.hf.cache import PreallocatedLayer, can_preallocate, make_cache
+from cai.backends.hf.decode import _top_p
+from cai.backends.hf.prefix_cache import PrefixStore, batch_shared_len
+from cai.core.records import SamplingParams
 
 SYSTEM = {"role": "system", "content": "Please choose the response that is more helpful, honest and harmless. " * 3}
 QUESTIONS = ["hi", "How do I bake bread?", "The quick brown fox", "I cannot help with that", "(A) (B)", "fox " * 9]

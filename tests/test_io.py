@@ -1,4 +1,4 @@
-"""cai.io: strict JSONL reading, crash-safe resumable writing, id splits."""
+"""cai.core.jsonl: strict JSONL reading, crash-safe resumable writing, id splits."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cai.errors import CaiError
-from cai.export import split_by_id
-from cai.io import JsonlWriter, read_jsonl, read_prompts, read_records
-from cai.records import PromptRecord
+from cai.core.errors import CaiError
+from cai.core.jsonl import JsonlWriter, read_jsonl, read_prompts, read_records
+from cai.core.records import PromptRecord
+from cai.stages.export import split_by_id
 
 
 def _rec(i: int, size: int = 10) -> dict:
@@ -64,7 +64,7 @@ def test_resume_false_starts_fresh(tmp_path, caplog):
     path = tmp_path / "out.jsonl"
     with JsonlWriter(path) as w:
         w.write(_rec(0))
-    with caplog.at_level(logging.WARNING, logger="cai.io"), JsonlWriter(path, resume=False) as w:
+    with caplog.at_level(logging.WARNING, logger="cai.core.jsonl"), JsonlWriter(path, resume=False) as w:
         assert len(w) == 0
         w.write(_rec(1))
     assert [r["id"] for r in _lines(path)] == ["r00001"]
@@ -88,7 +88,7 @@ def test_torn_line_repaired(tmp_path, caplog):
     with pytest.raises(CaiError, match=r"out\.jsonl:4: line is cut off \(torn write\?\)"):
         read_records(path, PromptRecord)
 
-    with caplog.at_level(logging.WARNING, logger="cai.io"), JsonlWriter(path) as w:
+    with caplog.at_level(logging.WARNING, logger="cai.core.jsonl"), JsonlWriter(path) as w:
         assert w.ids == {"r00000", "r00001", "r00002"}
         w.write(_rec(3))
     assert f"moved {len(fragment)} bytes" in caplog.text and "out.jsonl.torn" in caplog.text
@@ -144,7 +144,7 @@ def test_stale_lock_taken_over(tmp_path, caplog):
     dead = subprocess.Popen(["true"])
     dead.wait()  # reaped: the pid is gone
     (tmp_path / "out.jsonl.lock").write_text(f"{dead.pid}\n")
-    with caplog.at_level(logging.WARNING, logger="cai.io"), JsonlWriter(path) as w:
+    with caplog.at_level(logging.WARNING, logger="cai.core.jsonl"), JsonlWriter(path) as w:
         assert (tmp_path / "out.jsonl.lock").read_text().strip() == str(os.getpid())
         w.write(_rec(0))
     assert "stale lock" in caplog.text
@@ -200,7 +200,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     import time
-    from cai.io import JsonlWriter
+    from cai.core.jsonl import JsonlWriter
 
     path, n = sys.argv[1], int(sys.argv[2])
     with JsonlWriter(path) as w:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from cai.backends.protocol import Generation, ScoringUnsupported
-from cai.constitution import Constitution, FeedbackExample, Principle
-from cai.errors import CaiError
-from cai.export import SFTRow
-from cai.label import (
+from cai.constitution.schema import Constitution, FeedbackExample, Principle
+from cai.core.errors import CaiError
+from cai.core.records import LabelRecord, Message, PreferenceRecord
+from cai.stages.export import SFTRow
+from cai.stages.label.labeler import (
     LabelConfig,
     label_pairs,
     label_records,
@@ -23,8 +24,13 @@ from cai.label import (
     read_pairs_file,
     to_preference,
 )
-from cai.label_outputs import Filters, build_outputs, human_preferences, label_stats, select_preferences
-from cai.records import LabelRecord, Message, PreferenceRecord
+from cai.stages.label.outputs import (
+    Filters,
+    build_outputs,
+    human_preferences,
+    label_stats,
+    select_preferences,
+)
 
 OPTIONS_RE = re.compile(r"Options:\n\(A\) (.*?)\n\(B\) (.*?)\n\n", re.S)
 
@@ -297,7 +303,7 @@ def test_preferences_load_into_trl_columns(tmp_path):
     recs = list(label_records(pairs(2), FakeJudge(), constitution()))
     _write_labels(tmp_path / "labels.jsonl", recs)
     build_outputs(tmp_path, [r.id for r in recs], Filters())
-    from cai.export import to_dataset
+    from cai.stages.export import to_dataset
 
     ds = to_dataset(prefs=tmp_path / "preferences.jsonl", test_fraction=0.0)
     row = ds["train_prefs"][0]
@@ -312,7 +318,7 @@ def test_human_pair_file_still_loads():
 
 
 def test_human_dev_pairs_load(shared_data):
-    from cai.io import read_records
+    from cai.core.jsonl import read_records
 
     recs = read_records(shared_data / "hh_harmless_pairs_dev.jsonl", PreferenceRecord)
     assert len(recs) > 1000 and all(r.source == "human" for r in recs[:10])
@@ -322,7 +328,7 @@ def test_human_dev_pairs_load(shared_data):
 
 
 def test_tiny_model_labels_through_the_real_backend(tiny_model_dir):
-    from cai.backends.hf import HFBackend
+    from cai.backends.hf.backend import HFBackend
 
     shared = HFBackend(str(tiny_model_dir), batch_size=4)
     naive = HFBackend(str(tiny_model_dir), batch_size=4, reuse_prefix=False, model_obj=shared.lm,
@@ -339,9 +345,9 @@ def test_tiny_model_labels_through_the_real_backend(tiny_model_dir):
 @pytest.mark.integration
 def test_embedded_model_reads_the_options(shared_data):
     """The real labeler on two human pairs: nearly all its next-token mass is on A or B, both orders read."""
-    from cai.backends.hf import HFBackend
-    from cai.constitution import load_constitution
-    from cai.label import load_pairs_for_audit
+    from cai.backends.hf.backend import HFBackend
+    from cai.constitution.schema import load_constitution
+    from cai.stages.label.labeler import load_pairs_for_audit
 
     be = HFBackend("default", batch_size=4)
     recs = list(label_records(load_pairs_for_audit(shared_data / "hh_harmless_pairs_dev.jsonl", 2), be,

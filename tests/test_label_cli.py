@@ -116,11 +116,11 @@ server = server_fixture(lambda request: request.getfixturevalue("tiny_model_dir"
 
 @pytest.mark.integration
 def test_server_without_logprobs_falls_back_to_parsed_letters(server, tmp_path):
-    from cai.backends.openai_compat import OpenAIBackend
-    from cai.constitution import load_constitution
-    from cai.label import LabelConfig, label_records, make_pair
-    from cai.label_outputs import Filters, label_stats, select_preferences
-    from cai.records import Message
+    from cai.backends.openai.backend import OpenAIBackend
+    from cai.constitution.schema import load_constitution
+    from cai.core.records import Message
+    from cai.stages.label.labeler import LabelConfig, label_records, make_pair
+    from cai.stages.label.outputs import Filters, label_stats, select_preferences
 
     be = OpenAIBackend(server.model, base_urls=[server.base_url], timeout=60)
     pairs = [make_pair([Message(role="user", content=f"How do I bake bread {i}?")], "Mix flour and water.",

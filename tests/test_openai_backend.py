@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from cai.backends.openai_compat import OpenAIBackend, base_url_for, option_logprobs
+from cai.backends.openai.backend import OpenAIBackend, base_url_for, option_logprobs
 from cai.backends.protocol import Backend, ScoringUnsupported, request_seed
-from cai.errors import CaiError
-from cai.records import SamplingParams
+from cai.core.errors import CaiError
+from cai.core.records import SamplingParams
 from tests.servers import server_fixture
 
 SECRET = "sk-cai-test-DO-NOT-LEAK-7f3a9c"

@@ -4,7 +4,7 @@ The constitution loader and the prompt reader have their own in
 ``test_constitution.py`` and ``test_io.py``; here: the record readers of every
 stage's files, the ``--responses``/preference-file reader, resuming a writer on
 a random file, the recipe loader, the eval spec loader and trainer configs. Any
-exception other than :class:`cai.errors.CaiError` (a ``KeyError``, a
+exception other than :class:`cai.core.errors.CaiError` (a ``KeyError``, a
 ``TypeError`` from a validator...) is a bug: it would print a traceback.
 """
 
@@ -19,9 +19,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cai.errors import CaiError
-from cai.io import JsonlWriter, read_prompts, read_records
-from cai.records import CompletionRecord, LabelRecord, PreferenceRecord, RevisionRecord, SFTRecord
+from cai.core.errors import CaiError
+from cai.core.jsonl import JsonlWriter, read_prompts, read_records
+from cai.core.records import CompletionRecord, LabelRecord, PreferenceRecord, RevisionRecord, SFTRecord
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -72,7 +72,7 @@ def test_prompt_reader_with_ids_raises_only_cai_error(text):
 @given(lines=st.lists(recordish.map(json.dumps) | st.text(max_size=10), min_size=1, max_size=4),
        pairing=st.sampled_from(["all", "disjoint"]))
 def test_responses_and_preference_reader_raises_only_cai_error(lines, pairing):
-    from cai.label import read_pairs_file
+    from cai.stages.label.labeler import read_pairs_file
 
     only_cai_error(read_pairs_file, write("\n".join(lines) + "\n"), pairing)
 
@@ -86,7 +86,7 @@ pair = st.fixed_dictionaries({"prompt": st.text(max_size=4) | st.lists(message, 
 @SETTINGS
 @given(pairs=st.lists(pair.map(json.dumps), min_size=1, max_size=4))
 def test_pair_shaped_files_raise_only_cai_error(pairs):
-    from cai.label import read_pairs_file
+    from cai.stages.label.labeler import read_pairs_file
 
     only_cai_error(read_pairs_file, write("\n".join(pairs) + "\n"))
 
@@ -119,7 +119,7 @@ yaml_text = st.lists(st.sampled_from(TOKENS) | st.text(max_size=3), max_size=30)
 @SETTINGS
 @given(text=yaml_text)
 def test_recipe_loader_raises_only_cai_error(text):
-    load_recipe = pytest.importorskip("cai.recipe_load").load_recipe
+    load_recipe = pytest.importorskip("cai.run.load").load_recipe
     path = Path(tempfile.mkdtemp()) / "r.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     only_cai_error(load_recipe, path)
@@ -137,7 +137,7 @@ def test_eval_spec_loader_raises_only_cai_error(text):
 @SETTINGS
 @given(text=yaml_text, item=st.text(max_size=20))
 def test_trainer_config_and_set_raise_only_cai_error(text, item):
-    from cai.train.config import load_config_file, parse_set
+    from cai.train.common.config import load_config_file, parse_set
 
     path = Path(tempfile.mkdtemp()) / "c.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cai.errors import CaiError
-from cai.pipeline import RunContext, Stage, file_digest, run_pipeline
+from cai.core.errors import CaiError
+from cai.run.engine import RunContext, Stage, file_digest, run_pipeline
 
 
 def make_stages(config: dict, calls: list[str], fail_at: str | None = None):

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cai.backends.padding import left_pad
-from cai.errors import CaiError
-from cai.train.ppo import PPOTrainer, shape_rewards
-from cai.train.ppo_config import PPOConfig
-from cai.train.ppo_rollout import forward_response
+from cai.backends.hf.padding import left_pad
+from cai.core.errors import CaiError
+from cai.train.ppo.config import PPOConfig
+from cai.train.ppo.rollout import forward_response
+from cai.train.ppo.trainer import PPOTrainer, shape_rewards
 from cai.train.rewards import TokenFractionReward
 from tests.test_rewards import build_tiny_rm
 
@@ -45,7 +45,7 @@ def load_tiny(path):
 
 # ------------------------------------------------------------------------- config
 def test_config_batch_arithmetic_and_errors():
-    from cai.train.config import build_config
+    from cai.train.common.config import build_config
 
     cfg = PPOConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2, num_mini_batches=3)
     assert (cfg.mini_batch_size(), cfg.local_batch_size(), cfg.batch_size(2)) == (8, 24, 48)
@@ -131,8 +131,8 @@ def test_adaptive_kl_coefficient_follows_the_measured_kl(tiny_model_dir):
 
 # ------------------------------------------------------------------ runs and outputs
 def test_nan_reward_stops_and_saves(tmp_path, tiny_model_dir):
-    from cai.train.guards import NonFiniteLossError
-    from cai.train.ppo_run import train_ppo
+    from cai.train.common.guards import NonFiniteLossError
+    from cai.train.ppo.run import train_ppo
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]))
@@ -145,8 +145,8 @@ def test_nan_reward_stops_and_saves(tmp_path, tiny_model_dir):
 
 
 def test_lora_run_saves_merged_model_and_adapter(tmp_path, tiny_model_dir):
-    from cai.train.models import LoraOptions
-    from cai.train.ppo_run import train_ppo
+    from cai.train.common.models import LoraOptions
+    from cai.train.ppo.run import train_ppo
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]))
@@ -201,7 +201,7 @@ def test_cli_ppo_with_a_toy_reward(tmp_path, tiny_model_dir, prompt_file):
 
 
 def test_cli_ppo_with_a_preference_model(tmp_path, tiny_model_dir, prompt_file):
-    from cai.train.cards import write_model_card
+    from cai.train.common.cards import write_model_card
 
     # A preference file with provenance and an audit beside it, and an RM dir whose card names them.
     prefs = tmp_path / "labels" / "prefs.jsonl"
@@ -247,9 +247,9 @@ def test_cli_ppo_bad_inputs_are_one_line(tmp_path, tiny_model_dir, prompt_file):
 @pytest.mark.integration
 def test_ppo_on_the_default_model_with_a_judge_reward(tmp_path, shared_data):
     """Direct RLAIF on real prompts: SmolLM2 (LoRA) answers XSTest prompts, SmolLM2 judges them."""
-    from cai.backends.hf import HFBackend
-    from cai.train.models import LoraOptions
-    from cai.train.ppo_run import train_ppo
+    from cai.backends.hf.backend import HFBackend
+    from cai.train.common.models import LoraOptions
+    from cai.train.ppo.run import train_ppo
     from cai.train.rewards import JudgeReward
 
     judge = JudgeReward(HFBackend("default", batch_size=4),

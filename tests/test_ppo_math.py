@@ -1,4 +1,4 @@
-"""PPO's tensor math against values worked by hand (cai/train/ppo_math.py)."""
+"""PPO's tensor math against values worked by hand (cai/train/ppo/math.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cai.train.ppo_math import (
+from cai.train.ppo.math import (
     AdaptiveKLController,
     FixedKLController,
     entropy_from_logits,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cai.errors import CaiError
-from cai.pipeline import RunContext, plan
-from cai.recipe_load import load_recipe
-from cai.run_stages import build_stages, split_prompts
+from cai.core.errors import CaiError
+from cai.run.engine import RunContext, plan
+from cai.run.load import load_recipe
+from cai.run.stages import build_stages, split_prompts
 from tests.conftest import ROOT
 
 RECIPES = sorted((ROOT / "examples" / "recipes").rglob("*.yaml"))
@@ -103,7 +103,7 @@ def test_variants_merge_deeply_and_report_their_own_lines(tmp_path):
 
 
 def test_split_is_by_hash_and_stable():
-    from cai.io import read_prompts
+    from cai.core.jsonl import read_prompts
 
     records = read_prompts(ROOT / "examples" / "prompts" / "redteam.jsonl")
     train, held = split_prompts(records, 0.34)
@@ -139,9 +139,9 @@ def test_cli_errors_before_any_work(tmp_path):
 
 
 def test_launch_args_carry_options_through_accelerate():
-    from cai.recipe import TrainSpec
-    from cai.run_stages_train import launch_args
-    from cai.train.config import parse_set
+    from cai.run.recipe import TrainSpec
+    from cai.run.stages_train import launch_args
+    from cai.train.common.config import parse_set
 
     args = launch_args(TrainSpec(), {"loss_type": ["sigmoid"], "beta": 0.1, "report_to": "none"})
     sets = [parse_set(a) for a in args[1::2]]
@@ -149,7 +149,7 @@ def test_launch_args_carry_options_through_accelerate():
 
 
 def test_trainer_config_keys_are_checked_before_any_work(tmp_path):
-    from cai.run_stages_train import check_trainer_configs
+    from cai.run.stages_train import check_trainer_configs
 
     def recipe(policy: str):
         return load_recipe(write(tmp_path, f"name: t\nprompts: {{redteam: a.jsonl}}\npolicy: {policy}\n"))[0].recipe

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cai.refusal import OPENING_CHARS, REFUSAL_PATTERNS, detect_refusal, is_refusal
+from cai.scoring.refusal import OPENING_CHARS, REFUSAL_PATTERNS, detect_refusal, is_refusal
 
 REFUSALS = {
     "I can't help with that request.": "cannot",

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cai.backends.protocol import ScoringUnsupported
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 from cai.train.rewards import (
     ContainsReward,
     JudgeReward,
@@ -172,7 +172,7 @@ def test_judge_reads_p_yes_and_log_odds_from_score():
 
 
 def test_judge_on_a_real_hf_backend(tiny_model_dir):
-    from cai.backends.hf import HFBackend
+    from cai.backends.hf.backend import HFBackend
 
     backend = HFBackend(str(tiny_model_dir), batch_size=4)
     j = JudgeReward(backend)

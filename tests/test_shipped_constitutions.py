@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cai.constitution import SHIPPED_DIR, diff_constitutions, load_constitution
+from cai.constitution.schema import SHIPPED_DIR, diff_constitutions, load_constitution
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted(

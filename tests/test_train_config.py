@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cai.errors import CaiError
-from cai.train.config import build_config, config_to_dict, load_config_file, parse_set, training_defaults
+from cai.core.errors import CaiError
+from cai.train.common.config import (
+    build_config,
+    config_to_dict,
+    load_config_file,
+    parse_set,
+    training_defaults,
+)
 
 
 @dataclass

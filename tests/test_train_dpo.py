@@ -8,8 +8,8 @@ from tests.test_train_rm import write_toy_prefs
 
 
 def _trainer(cls, tiny_model_dir, train, out, **options):
+    from cai.train.common.models import load_causal_lm, load_tokenizer
     from cai.train.dpo import default_dpo_config
-    from cai.train.models import load_causal_lm, load_tokenizer
 
     cfg = default_dpo_config(out, disable_tqdm=True, save_strategy="no", **options)
     return cls(model=load_causal_lm(str(tiny_model_dir)), args=cfg, train_dataset=train,
@@ -21,7 +21,7 @@ def test_soft_dpo_with_hard_labels_equals_trl_sigmoid_loss(tiny_model_dir, tmp_p
     import torch
     from trl import DPOTrainer
 
-    from cai.train.data import preference_datasets
+    from cai.train.common.data import preference_datasets
     from cai.train.dpo import SoftLabelDPOTrainer
     from cai.train.soft_labels import SoftLabelCollator
 
@@ -68,7 +68,7 @@ def test_dpo_widens_implicit_reward_margin(tiny_model_dir, tmp_path, soft_labels
 
 
 def test_soft_labels_refuse_other_loss_types(tmp_path):
-    from cai.errors import CaiError
+    from cai.core.errors import CaiError
     from cai.train.dpo import check_soft_label_config, default_dpo_config
 
     check_soft_label_config(default_dpo_config(tmp_path))
@@ -82,8 +82,8 @@ def test_dpo_lora_uses_base_as_reference(tiny_model_dir, tmp_path):
     """--lora: the adapter trains, the base (adapter off) is the reference; the merged model is saved."""
     import json
 
+    from cai.train.common.models import LoraOptions
     from cai.train.dpo import default_dpo_config, train_dpo
-    from cai.train.models import LoraOptions
 
     data = write_toy_prefs(tmp_path / "prefs.jsonl", 16)
     out = tmp_path / "dpo-lora"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 
 PROV = {"constitution": {"name": "harmless", "version": "2.0", "hash": "deadbeef"}, "model": "m"}
 
@@ -28,8 +28,8 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 # ------------------------------------------------------------------ data
 def test_preference_datasets_keep_soft_labels_and_split_by_id(tmp_path):
-    from cai.export import split_by_id
-    from cai.train.data import preference_datasets
+    from cai.stages.export import split_by_id
+    from cai.train.common.data import preference_datasets
 
     rows = [_pref(i, p=0.5 + i / 100, weight=1 + i % 2) for i in range(40)]
     path = _write(tmp_path / "prefs.jsonl", rows)
@@ -44,7 +44,7 @@ def test_preference_datasets_keep_soft_labels_and_split_by_id(tmp_path):
 
 
 def test_prompt_dataset_from_prompt_and_preference_files(tmp_path):
-    from cai.train.data import prompt_dataset
+    from cai.train.common.data import prompt_dataset
 
     prompts = _write(tmp_path / "p.jsonl", [{"prompt": "hello"}, {"prompt": "hello"}, {"prompt": "bye"}])
     prefs = _write(tmp_path / "prefs.jsonl", [_pref(1), _pref(1) | {"chosen": "other"}, _pref(2)])
@@ -54,7 +54,7 @@ def test_prompt_dataset_from_prompt_and_preference_files(tmp_path):
 
 
 def test_bad_record_is_one_line_error_with_file_and_line(tmp_path):
-    from cai.train.data import preference_datasets
+    from cai.train.common.data import preference_datasets
 
     path = tmp_path / "prefs.jsonl"
     path.write_text(json.dumps(_pref(1)) + "\n" + json.dumps(_pref(2) | {"p_chosen": 1.5}) + "\n")
@@ -66,8 +66,8 @@ def test_bad_record_is_one_line_error_with_file_and_line(tmp_path):
 def test_model_card_names_data_constitution_audit_config_metrics(tmp_path):
     from trl import DPOConfig
 
-    from cai.train.cards import sha256_file, write_model_card
-    from cai.train.config import build_config, training_defaults
+    from cai.train.common.cards import sha256_file, write_model_card
+    from cai.train.common.config import build_config, training_defaults
 
     data_dir = tmp_path / "labels"
     data_dir.mkdir()
@@ -91,7 +91,7 @@ def test_model_card_names_data_constitution_audit_config_metrics(tmp_path):
 
 
 def test_explicit_audit_file_and_missing_one(tmp_path):
-    from cai.train.cards import write_model_card
+    from cai.train.common.cards import write_model_card
 
     prefs = _write(tmp_path / "prefs.jsonl", [_pref(1)])
     audit = tmp_path / "elsewhere.json"
@@ -108,7 +108,7 @@ def test_explicit_audit_file_and_missing_one(tmp_path):
 def test_pad_token_guard_and_fix(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from cai.train.models import check_pad_token, load_reward_model, load_tokenizer
+    from cai.train.common.models import check_pad_token, load_reward_model, load_tokenizer
 
     eos_pad = tmp_path / "eos-pad"
     shutil.copytree(tiny_model_dir, eos_pad)
@@ -135,7 +135,7 @@ def test_pad_token_guard_and_fix(tiny_model_dir, tmp_path):
 
 
 def test_lora_options():
-    from cai.train.models import LoraOptions, lora_config
+    from cai.train.common.models import LoraOptions, lora_config
 
     cfg = lora_config(LoraOptions(r=4, alpha=8, dropout=0.0), "SEQ_CLS")
     assert (cfg.r, cfg.lora_alpha, cfg.target_modules, cfg.task_type) == (4, 8, "all-linear", "SEQ_CLS")
@@ -147,7 +147,7 @@ def test_lora_options():
 def test_check_finite_for_custom_loops():
     import torch
 
-    from cai.train.guards import NonFiniteLossError, check_finite
+    from cai.train.common.guards import NonFiniteLossError, check_finite
 
     assert check_finite(torch.tensor(1.5), 1) == 1.5
     with pytest.raises(NonFiniteLossError, match="loss is inf at step 4"):
@@ -160,9 +160,9 @@ def test_guard_stops_saves_last_finite_weights_and_raises(tiny_model_dir, tmp_pa
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from cai.train.guards import NonFiniteGuard, NonFiniteLossError
-    from cai.train.models import load_causal_lm, load_tokenizer
-    from cai.train.runner import run_and_save
+    from cai.train.common.guards import NonFiniteGuard, NonFiniteLossError
+    from cai.train.common.models import load_causal_lm, load_tokenizer
+    from cai.train.common.runner import run_and_save
     from cai.train.sft import default_sft_config
 
     class PoisonAtStep3(TrainerCallback):
@@ -172,7 +172,7 @@ def test_guard_stops_saves_last_finite_weights_and_raises(tiny_model_dir, tmp_pa
 
     rows = [{"prompt": f"q{i}", "completion": "Mix flour, water and salt."} for i in range(8)]
     data = _write(tmp_path / "sft.jsonl", rows)
-    from cai.train.data import sft_datasets
+    from cai.train.common.data import sft_datasets
 
     train, _ = sft_datasets(data)
     out = tmp_path / "out"
@@ -196,7 +196,7 @@ def test_guard_stops_saves_last_finite_weights_and_raises(tiny_model_dir, tmp_pa
 def test_launch_profiles_and_command():
     import yaml
 
-    from cai.train.launch import PROFILES, launch_command, profile_path, resolve_config
+    from cai.train.common.launch import PROFILES, launch_command, profile_path, resolve_config
 
     for name in PROFILES:
         cfg = yaml.safe_load(profile_path(name).read_text())

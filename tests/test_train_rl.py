@@ -75,7 +75,7 @@ def test_grpo_cli_with_toy_reward(tiny_model_dir, tmp_path):
 
 
 def test_rl_batch_must_hold_whole_groups(tmp_path):
-    from cai.errors import CaiError
+    from cai.core.errors import CaiError
     from cai.train.rl import check_batch, default_rl_config
 
     with pytest.raises(CaiError, match="num_generations"):

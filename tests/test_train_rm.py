@@ -38,9 +38,9 @@ def test_compute_loss_uses_soft_labels(tiny_model_dir, tmp_path):
     """One batch through SoftLabelRewardTrainer.compute_loss equals the soft BT loss of its own rewards."""
     import torch
 
-    from cai.train.data import preference_datasets
+    from cai.train.common.data import preference_datasets
+    from cai.train.common.models import load_reward_model, load_tokenizer
     from cai.train.losses import soft_bradley_terry_loss
-    from cai.train.models import load_reward_model, load_tokenizer
     from cai.train.reward_model import SoftLabelRewardTrainer, default_rm_config
     from cai.train.soft_labels import SoftLabelCollator
 
@@ -105,8 +105,8 @@ def test_rm_cli_refuses_eos_padding_and_names_the_fix(tiny_model_dir, tmp_path):
 @pytest.mark.integration
 def test_default_model_pads_with_eos_and_pad_token_fixes_it():
     """The embedded model's tokenizer has pad == eos == <|im_end|>; --pad-token '<|endoftext|>' fixes it."""
-    from cai.errors import CaiError
-    from cai.train.models import check_pad_token, load_tokenizer
+    from cai.core.errors import CaiError
+    from cai.train.common.models import check_pad_token, load_tokenizer
 
     tok = load_tokenizer("default")
     with pytest.raises(CaiError, match="--pad-token '<\\|endoftext\\|>'"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cai.backends.protocol import Backend, Chat, Generation, ScoringUnsupported, request_seed
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 
 __all__ = ["Backend", "Chat", "Generation", "ScoringUnsupported", "request_seed", "make_backend"]
 
@@ -20,11 +20,11 @@ BACKENDS = ("hf", "openai")
 def make_backend(kind: str, model: str, **options: Any) -> Backend:
     """Build a backend by kind. Options go to the implementation's constructor."""
     if kind == "hf":
-        from cai.backends.hf import HFBackend
+        from cai.backends.hf.backend import HFBackend
 
         return HFBackend(model, **options)
     if kind == "openai":
-        from cai.backends.openai_compat import OpenAIBackend
+        from cai.backends.openai.backend import OpenAIBackend
 
         return OpenAIBackend(model, **options)
     raise CaiError(f"unknown backend {kind!r}", hint=f"use one of: {', '.join(BACKENDS)}")

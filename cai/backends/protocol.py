@@ -9,8 +9,8 @@ Two batched operations:
   strings right after each chat's opened assistant turn, the primitive the
   feedback stage uses to read ``(A)`` vs ``(B)``.
 
-Implementations: :mod:`cai.backends.hf` (local transformers) and
-:mod:`cai.backends.openai_compat` (any OpenAI-compatible server). Stages take a
+Implementations: :mod:`cai.backends.hf.backend` (local transformers) and
+:mod:`cai.backends.openai.backend` (any OpenAI-compatible server). Stages take a
 backend as an argument; nothing inherits from anything.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from cai.records import SamplingParams
+from cai.core.records import SamplingParams
 
 Chat = Sequence[dict[str, str]]
 

@@ -2,7 +2,7 @@
 
 Each command group lives in its own module and imports its heavy dependencies
 (torch, transformers, datasets) inside the command, so ``cai --help`` is instant.
-User errors (:class:`cai.errors.CaiError`) print one line and exit 2; ``--debug``
+User errors (:class:`cai.core.errors.CaiError`) print one line and exit 2; ``--debug``
 shows the traceback instead.
 """
 
@@ -89,12 +89,12 @@ def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line.
 
     Ctrl-C prints, as the last line, what was kept and how to resume (the
-    command's own :class:`cai.errors.Interrupted` line, else a generic one) and
+    command's own :class:`cai.core.errors.Interrupted` line, else a generic one) and
     exits 130.
     """
     import signal
 
-    from cai.errors import CaiError, Interrupted
+    from cai.core.errors import CaiError, Interrupted
 
     signal.signal(signal.SIGINT, _on_sigint)
     try:

@@ -44,17 +44,17 @@ def labeler(
 
     from tqdm import tqdm
 
-    from cai.atomic_files import write_json_atomic
-    from cai.audit import audit_labels, format_audit, plot_reliability
+    from cai.audit.labeler import audit_labels, format_audit, plot_reliability
     from cai.cli.logs import setup_logging
-    from cai.constitution import load_constitution
-    from cai.errors import CaiError
-    from cai.io import JsonlWriter
-    from cai.label import LabelConfig, label_id_for, label_records, load_pairs_for_audit
-    from cai.label_outputs import labels_in_order
+    from cai.constitution.schema import load_constitution
+    from cai.core.atomic_files import write_json_atomic
+    from cai.core.errors import CaiError
+    from cai.core.jsonl import JsonlWriter
+    from cai.stages.label.labeler import LabelConfig, label_id_for, label_records, load_pairs_for_audit
+    from cai.stages.label.outputs import labels_in_order
 
     setup_logging()
-    log = logging.getLogger("cai.audit")
+    log = logging.getLogger("cai.audit.labeler")
     if bins < 1:
         raise CaiError(f"--bins {bins}: need at least 1")
     const = load_constitution(constitution)

@@ -42,7 +42,7 @@ def backend_from_options(
 ) -> Any:
     """Build the backend the options name, with a clear error for a missing ``--base-url``."""
     from cai.backends import make_backend
-    from cai.errors import CaiError
+    from cai.core.errors import CaiError
 
     if backend == "openai":
         if not base_url:

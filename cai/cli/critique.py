@@ -47,15 +47,15 @@ def critique(
     from tqdm import tqdm
 
     from cai.cli.logs import setup_logging
-    from cai.constitution import load_constitution
-    from cai.critique import CritiqueConfig, critique_revise, record_id, select_helpful
-    from cai.critique_outputs import REVISIONS_FILE, derive_outputs, format_summary
-    from cai.errors import CaiError, pydantic_error, resumable
-    from cai.io import JsonlWriter, read_prompts
-    from cai.records import SamplingParams
+    from cai.constitution.schema import load_constitution
+    from cai.core.errors import CaiError, pydantic_error, resumable
+    from cai.core.jsonl import JsonlWriter, read_prompts
+    from cai.core.records import SamplingParams
+    from cai.stages.critique.loop import CritiqueConfig, critique_revise, record_id, select_helpful
+    from cai.stages.critique.outputs import REVISIONS_FILE, derive_outputs, format_summary
 
     setup_logging()
-    log = logging.getLogger("cai.critique")
+    log = logging.getLogger("cai.stages.critique.loop")
     if sft_round is not None and not 1 <= sft_round <= rounds:
         raise CaiError(f"--sft-round {sft_round} is not a round of this run (1..{rounds})", hint="pick 1..--rounds")
     if helpful_ratio < 0:

@@ -11,7 +11,7 @@ def env() -> None:
     import torch
 
     from cai import __version__
-    from cai.backends.loading import DEFAULT_HUB_ID, default_model_cache, embedded_gguf, pick_device
+    from cai.backends.hf.loading import DEFAULT_HUB_ID, default_model_cache, embedded_gguf, pick_device
 
     def version(pkg: str) -> str:
         try:

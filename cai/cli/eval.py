@@ -74,7 +74,7 @@ def spec_from_options(*, model: list[str], curves: list[str], backend: str, base
     """An EvalSpec from the command's options; a bad option is one line naming it."""
     from pydantic import ValidationError
 
-    from cai.errors import CaiError
+    from cai.core.errors import CaiError
     from cai.eval.spec import EvalSpec, field_of, parse_model_option
 
     models = [parse_model_option(m).model_copy(update={"backend": backend, "base_urls": base_urls}) for m in model]

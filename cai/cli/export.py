@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 
 
 def _check_out_dir(out: Path) -> None:
@@ -38,7 +38,7 @@ def export(
     The split is by a hash of (seed, id), so a record keeps its split as data grows.
     Load the result with ``datasets.load_from_disk(OUT)``.
     """
-    from cai.export import to_dataset
+    from cai.stages.export import to_dataset
 
     if not sft and not prefs:
         raise CaiError("nothing to export", hint="pass --sft FILE, --prefs FILE, or both")

@@ -42,10 +42,10 @@ def generate(
     from tqdm import tqdm
 
     from cai.cli.logs import setup_logging
-    from cai.errors import pydantic_error, resumable
-    from cai.generation import completion_id, generate_completions
-    from cai.io import JsonlWriter, read_prompts
-    from cai.records import SamplingParams
+    from cai.core.errors import pydantic_error, resumable
+    from cai.core.jsonl import JsonlWriter, read_prompts
+    from cai.core.records import SamplingParams
+    from cai.stages.generate import completion_id, generate_completions
 
     setup_logging()
     log = logging.getLogger("cai.generate")
@@ -58,7 +58,7 @@ def generate(
         raise pydantic_error(exc, "options", options=True) from None
     ref = None
     if constitution is not None:
-        from cai.constitution import load_constitution
+        from cai.constitution.schema import load_constitution
 
         const = load_constitution(constitution)
         ref = const.ref()

@@ -106,15 +106,15 @@ def label(
     from tqdm import tqdm
 
     from cai.cli.logs import setup_logging
-    from cai.constitution import load_constitution
-    from cai.errors import CaiError, resumable
-    from cai.io import JsonlWriter, read_records
-    from cai.label import LabelConfig, label_id_for, label_records, read_pairs_file
-    from cai.label_outputs import Filters, build_outputs, format_summary, human_preferences
-    from cai.records import PreferenceRecord
+    from cai.constitution.schema import load_constitution
+    from cai.core.errors import CaiError, resumable
+    from cai.core.jsonl import JsonlWriter, read_records
+    from cai.core.records import PreferenceRecord
+    from cai.stages.label.labeler import LabelConfig, label_id_for, label_records, read_pairs_file
+    from cai.stages.label.outputs import Filters, build_outputs, format_summary, human_preferences
 
     setup_logging()
-    log = logging.getLogger("cai.label")
+    log = logging.getLogger("cai.stages.label.labeler")
     if (prompts is None) == (responses is None):
         raise CaiError("give exactly one of --prompts (sample answers) and --responses (label given answers)")
     if pairing not in ("all", "disjoint"):
@@ -181,11 +181,11 @@ def _candidate_pairs(prompts, output, const, policy, model, backend, k, temperat
     from pydantic import ValidationError
     from tqdm import tqdm
 
-    from cai.errors import pydantic_error, resumable
-    from cai.generation import completion_id, generate_completions
-    from cai.io import JsonlWriter, read_prompts, read_records
-    from cai.label import pairs_from_completions
-    from cai.records import CompletionRecord, SamplingParams
+    from cai.core.errors import pydantic_error, resumable
+    from cai.core.jsonl import JsonlWriter, read_prompts, read_records
+    from cai.core.records import CompletionRecord, SamplingParams
+    from cai.stages.generate import completion_id, generate_completions
+    from cai.stages.label.labeler import pairs_from_completions
 
     try:
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=k, seed=seed)

@@ -30,7 +30,7 @@ def _short(outputs: dict[str, Any]) -> str:
 def summary_table(results: list[Any]) -> str:
     """One line per stage: name, status, seconds, key, outputs.
 
-    >>> from cai.pipeline import StageResult
+    >>> from cai.run.engine import StageResult
     >>> print(summary_table([StageResult("split", "skipped", "abc", 0.12, {"n": 3})]))
     stage  status   time   key  outputs
     split  skipped  0.1 s  abc  n=3
@@ -55,14 +55,14 @@ def run(
     import time
 
     from cai.cli.logs import setup_logging
-    from cai.errors import CaiError
-    from cai.hub_push import check_push
-    from cai.hub_push import push_to_hub as push
-    from cai.pipeline import RunContext, plan, run_pipeline, select
-    from cai.recipe_load import load_recipe
-    from cai.run_stages import build_stages
-    from cai.run_stages_eval import before_after_rows, format_before_after
-    from cai.run_stages_train import check_trainer_configs
+    from cai.core.errors import CaiError
+    from cai.run.engine import RunContext, plan, run_pipeline, select
+    from cai.run.hub import check_push
+    from cai.run.hub import push_to_hub as push
+    from cai.run.load import load_recipe
+    from cai.run.stages import build_stages
+    from cai.run.stages_eval import before_after_rows, format_before_after
+    from cai.run.stages_train import check_trainer_configs
 
     setup_logging()
     loaded = load_recipe(recipe, run_dir=run_dir, variant=variant)

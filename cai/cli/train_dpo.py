@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cai.train import cli_options as co
+from cai.cli import train_options as co
 
 
 def dpo(

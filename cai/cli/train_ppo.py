@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cai.train import cli_options as co
+from cai.cli import train_options as co
 
 RewardOpt = typer.Option(
     ..., "--reward", "-r",
@@ -55,9 +55,9 @@ def ppo(
 ) -> None:
     """Train a policy with PPO (value head, frozen reference, KL penalty, GAE) against a reward."""
     co.relaunch_if_asked(accelerate_config, num_processes)
-    from cai.errors import CaiError
-    from cai.train.ppo_config import PPOConfig
-    from cai.train.ppo_run import train_ppo
+    from cai.core.errors import CaiError
+    from cai.train.ppo.config import PPOConfig
+    from cai.train.ppo.run import train_ppo
     from cai.train.rewards import DEFAULT_JUDGE_QUESTION, parse_reward_spec
 
     parse_reward_spec(reward)  # a bad spec fails before anything loads
@@ -69,7 +69,7 @@ def ppo(
     cfg = co.make_config(PPOConfig, output, config, set_, options)
     ref = None
     if constitution is not None:
-        from cai.constitution import load_constitution
+        from cai.constitution.schema import load_constitution
 
         const = load_constitution(constitution)
         ref = const.ref()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cai.train import cli_options as co
+from cai.cli import train_options as co
 
 _DOCS = {
     "rloo": "Train a policy with RLOO (leave-one-out baseline) against a preference model or a judge.",

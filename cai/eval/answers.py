@@ -3,7 +3,7 @@
 Sets: ``redteam`` (harm), ``lookalike`` (XSTest format: ``label`` safe/unsafe, for
 over-refusal) and ``benign`` (helpfulness). A model answers the prompts of all its
 sets in one batched generate call; answers go to ``answers/<model>.jsonl`` as
-:class:`~cai.records.CompletionRecord` lines keyed by the same deterministic ids
+:class:`~cai.core.records.CompletionRecord` lines keyed by the same deterministic ids
 as ``cai generate``, so a rerun skips what is there.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cai.backends.protocol import Backend
-from cai.errors import CaiError
-from cai.records import CompletionRecord, ConstitutionRef, PromptRecord, SamplingParams
+from cai.core.errors import CaiError
+from cai.core.records import CompletionRecord, ConstitutionRef, PromptRecord, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def check_labels(path: Path, records: Sequence[PromptRecord]) -> None:
 
 def load_sets(paths: dict[str, Path | None], limit: int | None) -> dict[str, list[PromptRecord]]:
     """The prompt sets that have a file, each cut to ``limit`` (look-alikes: per label)."""
-    from cai.io import read_prompts
+    from cai.core.jsonl import read_prompts
 
     sets: dict[str, list[PromptRecord]] = {}
     for name in SETS:
@@ -104,8 +104,8 @@ def answer_prompts(
     ``backend()`` is called only when something is missing, so a finished model is
     never loaded again.
     """
-    from cai.generation import completion_id, generate_completions
-    from cai.io import JsonlWriter, read_records
+    from cai.core.jsonl import JsonlWriter, read_records
+    from cai.stages.generate import completion_id, generate_completions
 
     ids = {p.key(): completion_id(p.key(), model, kind, params, system_prompt, 0) for p in prompts}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from cai.core.records import CompletionRecord, Provenance, make_id
 from cai.eval.schema import EvalJudgement
-from cai.records import CompletionRecord, Provenance, make_id
 
 
 def mean_log_ratio(policy: Sequence[float], ref: Sequence[float]) -> float:

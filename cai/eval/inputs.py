@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 
 CURVE_FILES = ("metrics.jsonl", "trainer_state.json")
 

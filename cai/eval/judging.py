@@ -10,7 +10,7 @@ questions, one in each polarity, so a model that leans to "Yes" cancels out::
 with ``p(Yes)`` from ``Backend.score`` over ``Yes``/``No`` (:func:`rubric_p_harmful`).
 
 Harm, ``pairwise``: the feedback stage's A/B question (both orders, un-swapped;
-:class:`~cai.feedback.FeedbackReader`) compares the answer with a plain refusal
+:class:`~cai.stages.label.feedback.FeedbackReader`) compares the answer with a plain refusal
 (:data:`REFERENCE_REFUSAL`) by the prompt's principle (its ``category``, else a
 seeded draw); ``p_harmful`` is the probability that the refusal is the better
 answer: the answer is harmful when refusing would have been better.
@@ -30,9 +30,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from cai.constitution import Constitution, Principle, sample_principles
+from cai.constitution.schema import Constitution, Principle, sample_principles
+from cai.core.records import CompletionRecord, Provenance, make_id
 from cai.eval.schema import EvalJudgement
-from cai.records import CompletionRecord, Provenance, make_id
 
 JUDGE_FORMAT_VERSION = 1  # part of every judgement id: bump when the questions below change
 REFERENCE_REFUSAL = "I'm sorry, but I can't help with that."
@@ -118,9 +118,9 @@ def rubric_judgements(records: Sequence[tuple[str, CompletionRecord]], backend: 
                       seed: int) -> list[EvalJudgement]:
     """Harm by the two-polarity Yes/No rubric, for ``(model name, answer)`` items, in one batched score call."""
     from cai.backends.protocol import ScoringUnsupported
-    from cai.errors import CaiError
+    from cai.core.errors import CaiError
     from cai.eval.hacking import score_by_length
-    from cai.train.reward_scorers import JudgeReward, yes_probability
+    from cai.scoring.reward_scorers import JudgeReward, yes_probability
 
     chats, meta = [], []
     for name, rec in records:
@@ -168,8 +168,8 @@ def pairwise_judgements(items: Sequence[tuple[str, CompletionRecord, CompletionR
     in the item) and the value is p(the refusal is better); ``helpfulness``: the
     other answer is the baseline's and the value is p(the model's answer is better).
     """
-    from cai.feedback import Ask, Read, combine_reads
-    from cai.records import Message
+    from cai.core.records import Message
+    from cai.stages.label.feedback import Ask, Read, combine_reads
 
     asks, principles = [], []
     for _name, rec, other in items:

@@ -10,7 +10,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from cai.intervals import wilson_interval
+from cai.core.stats import wilson_interval
 
 
 def rate(flags: Sequence[bool]) -> dict[str, float]:

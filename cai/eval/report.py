@@ -77,7 +77,7 @@ def to_markdown(summary: EvalSummary) -> str:
         lines.append(f"| {label} | " + " | ".join(r[i][1] for r in rows) + " |")
     lines.append("")
     lines.append("Intervals are 95% Wilson intervals. Refusals are counted by the documented phrase rules in "
-                 "`cai/refusal.py`; harm is judged by the feedback model against the constitution.")
+                 "`cai/scoring/refusal.py`; harm is judged by the feedback model against the constitution.")
     if summary.labeler_audit:
         lines += ["", "## AI labeler audit", "", _audit_line(summary.labeler_audit)]
     return "\n".join(lines) + "\n"
@@ -234,7 +234,7 @@ img {{ max-width: 100%; }}
 <h1>cai evaluation</h1>
 {const}
 <table id="summary"><thead><tr><th>figure</th>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>Intervals are 95% Wilson intervals. Refusals: documented phrase rules (<code>cai/refusal.py</code>).
+<p>Intervals are 95% Wilson intervals. Refusals: documented phrase rules (<code>cai/scoring/refusal.py</code>).
 Harm: judged by the feedback model against the constitution.</p>
 {audit}
 {figures}

@@ -68,7 +68,7 @@ class BackendPool:
 def resumable(path: Path, items: Sequence[Any], id_of: Callable[[Any], str],
               compute: Callable[[Sequence[Any]], list[EvalJudgement]], chunk: int = CHUNK) -> dict[str, EvalJudgement]:
     """Judgements of ``items`` (by id), computing only those not yet in ``path``, ``chunk`` at a time."""
-    from cai.io import JsonlWriter, read_records
+    from cai.core.jsonl import JsonlWriter, read_records
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with JsonlWriter(path) as writer:
@@ -137,8 +137,8 @@ class Context:
 
 def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
     """Evaluate every model of ``spec``; write answers, judgements, eval.json, report.md and report.html."""
-    from cai.atomic_files import write_atomic
-    from cai.constitution import load_constitution
+    from cai.constitution.schema import load_constitution
+    from cai.core.atomic_files import write_atomic
     from cai.eval.answers import load_sets, unique_prompts
     from cai.eval.inputs import load_audit, load_curve
     from cai.eval.report import to_html, to_markdown
@@ -166,8 +166,8 @@ def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
 
 def answer_stage(ctx: Context) -> None:
     """Every model answers (baseline first, kept loaded as the KL reference); log-probs for the KL probe."""
+    from cai.core.records import SamplingParams
     from cai.eval.answers import answer_prompts
-    from cai.records import SamplingParams
 
     spec, pool = ctx.spec, ctx.pool
     params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=0.0, seed=spec.seed)
@@ -206,7 +206,7 @@ def judge_stage(ctx: Context) -> None:
 
     def reader(few_shot: bool):
         if few_shot not in readers:
-            from cai.feedback import FeedbackReader
+            from cai.stages.label.feedback import FeedbackReader
 
             readers[few_shot] = FeedbackReader(feedback(), const, few_shot=few_shot, seed=spec.seed)
         return readers[few_shot]
@@ -247,7 +247,7 @@ def pm_stage(ctx: Context) -> None:
 
     def pm():
         if "pm" not in cache:
-            from cai.train.reward_scorers import PreferenceModelReward
+            from cai.scoring.reward_scorers import PreferenceModelReward
 
             cache["pm"] = PreferenceModelReward(spec.preference_model, device=spec.device, dtype=spec.dtype,
                                                 batch_size=spec.feedback_batch_size)

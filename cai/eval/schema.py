@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai.records import SCHEMA_VERSION, ConstitutionRef, Provenance, utc_now
+from cai.core.records import SCHEMA_VERSION, ConstitutionRef, Provenance, utc_now
 
 JudgementKind = Literal["harm-rubric", "harm-pairwise", "helpfulness", "logprob", "pm-score"]
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cai.errors import CaiError
+from cai.core.errors import CaiError
 
 BackendKind = Literal["hf", "openai"]
 Name = str
@@ -113,7 +113,7 @@ def parse_model_option(item: str) -> EvalModel:
     ('dpo', 'default')
     >>> parse_model_option("=x")
     Traceback (most recent call last):
-    cai.errors.CaiError: --model '=x': empty name or path (fix: write NAME=PATH, e.g. base=default)
+    cai.core.errors.CaiError: --model '=x': empty name or path (fix: write NAME=PATH, e.g. base=default)
     """
     name, sep, path = item.partition("=")
     if not sep:
@@ -140,7 +140,7 @@ def field_of(message: str) -> tuple[str, ...]:
 
 def load_spec(path: str | Path) -> EvalSpec:
     """Read a YAML spec; a bad field is one line ``file:line: field: message``."""
-    from cai.yaml_lines import error_parts, located_error, parse_yaml, read_source, where
+    from cai.core.yaml_lines import error_parts, located_error, parse_yaml, read_source, where
 
     p = Path(path)
     source = str(p)

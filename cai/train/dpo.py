@@ -21,11 +21,11 @@ from typing import Any
 from transformers.utils import ModelOutput
 from trl import DPOTrainer
 
-from cai.errors import CaiError
-from cai.io import PathLike
+from cai.core.errors import CaiError
+from cai.core.jsonl import PathLike
+from cai.train.common.models import LoraOptions
+from cai.train.common.runner import TrainResult
 from cai.train.losses import soft_dpo_loss
-from cai.train.models import LoraOptions
-from cai.train.runner import TrainResult
 from cai.train.soft_labels import SOFT_KEYS, pop_soft_labels, with_soft_columns
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def default_dpo_config(output_dir: PathLike, **options: Any) -> Any:
     """A ``DPOConfig`` with cai's defaults and ``options``."""
     from trl import DPOConfig
 
-    from cai.train.config import build_config, training_defaults
+    from cai.train.common.config import build_config, training_defaults
 
     return build_config(DPOConfig, options=options, defaults=training_defaults(DPOConfig, output_dir))
 
@@ -129,10 +129,10 @@ def train_dpo(
     audit: PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` with DPO on preference records; save it and a model card in ``output_dir``."""
-    from cai.train.data import as_paths, preference_datasets
-    from cai.train.guards import NonFiniteGuard
-    from cai.train.models import load_causal_lm, load_tokenizer, lora_config
-    from cai.train.runner import run_and_save
+    from cai.train.common.data import as_paths, preference_datasets
+    from cai.train.common.guards import NonFiniteGuard
+    from cai.train.common.models import load_causal_lm, load_tokenizer, lora_config
+    from cai.train.common.runner import run_and_save
     from cai.train.soft_labels import SoftLabelCollator, label_summary
 
     cfg = config if config is not None else default_dpo_config(output_dir)

@@ -4,7 +4,7 @@ TRL's RewardTrainer does the tokenizing, batching and logging; the one change,
 :meth:`SoftLabelRewardTrainer.compute_loss`, replaces its hard-label loss with
 :func:`cai.train.losses.soft_bradley_terry_loss` (each pair's ``p_chosen`` and
 ``weight``, an optional margin). Accuracy is measured on a held-out split
-(:func:`cai.export.split_by_id`) and on an optional human-labelled file, by
+(:func:`cai.stages.export.split_by_id`) and on an optional human-labelled file, by
 scoring each answer exactly as :class:`cai.train.rewards.PreferenceModelReward`
 will at RL time (chat template, left truncation, last non-pad token).
 """
@@ -17,10 +17,10 @@ from typing import Any
 
 from trl import RewardTrainer
 
-from cai.io import PathLike
+from cai.core.jsonl import PathLike
+from cai.train.common.models import LoraOptions
+from cai.train.common.runner import TrainResult
 from cai.train.losses import soft_bradley_terry_loss
-from cai.train.models import LoraOptions
-from cai.train.runner import TrainResult
 from cai.train.soft_labels import pop_soft_labels, with_soft_columns
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def default_rm_config(output_dir: PathLike, **options: Any) -> Any:
     """A ``RewardConfig`` with cai's defaults and ``options``."""
     from trl import RewardConfig
 
-    from cai.train.config import build_config, training_defaults
+    from cai.train.common.config import build_config, training_defaults
 
     return build_config(RewardConfig, options=options, defaults=training_defaults(RewardConfig, output_dir))
 
@@ -120,10 +120,10 @@ def train_reward_model(
     ``pad_token`` names an existing token to pad with when the tokenizer pads
     with EOS (the embedded default model does: pass ``'<|endoftext|>'``).
     """
-    from cai.train.data import as_paths, preference_datasets
-    from cai.train.guards import NonFiniteGuard
-    from cai.train.models import load_reward_model, load_tokenizer, lora_config
-    from cai.train.runner import run_and_save
+    from cai.train.common.data import as_paths, preference_datasets
+    from cai.train.common.guards import NonFiniteGuard
+    from cai.train.common.models import load_reward_model, load_tokenizer, lora_config
+    from cai.train.common.runner import run_and_save
     from cai.train.soft_labels import SoftLabelCollator, label_summary
 
     cfg = config if config is not None else default_rm_config(output_dir)

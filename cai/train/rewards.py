@@ -12,7 +12,7 @@ one float per answer comes back, higher is better. Three kinds ship here:
   :class:`~cai.backends.Backend` protocol is asked a single-answer rubric
   question and the reward is ``p(Yes)`` (or the log-odds) read from
   ``Backend.score`` over the options ``Yes``/``No``
-  (both live in :mod:`cai.train.reward_scorers` and are re-exported here);
+  (both live in :mod:`cai.scoring.reward_scorers` and are re-exported here);
 * toy rewards for tests: :class:`TokenFractionReward` (the fraction of the
   answer's tokens that are a target token) and :class:`ContainsReward`.
 
@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cai.errors import CaiError
-from cai.train.reward_scorers import (
+from cai.core.errors import CaiError
+from cai.scoring.reward_scorers import (
     DEFAULT_JUDGE_QUESTION,
     JUDGE_TEMPLATE,
     JudgeReward,
@@ -197,7 +197,7 @@ def parse_reward_spec(spec: str) -> tuple[str, str, str]:
     ('rm', 'path', 'runs/rm')
     >>> parse_reward_spec("toy:size=3")
     Traceback (most recent call last):
-    cai.errors.CaiError: reward spec 'toy:size=3': unknown toy reward 'size' (fix: use toy:token=TOKEN or toy:contains=TEXT)
+    cai.core.errors.CaiError: reward spec 'toy:size=3': unknown toy reward 'size' (fix: use toy:token=TOKEN or toy:contains=TEXT)
     """
     spec = spec.strip()
     kind, sep, rest = spec.partition(":")

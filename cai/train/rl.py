@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cai.errors import CaiError
-from cai.io import PathLike
-from cai.train.models import LoraOptions
-from cai.train.runner import TrainResult
+from cai.core.errors import CaiError
+from cai.core.jsonl import PathLike
+from cai.train.common.models import LoraOptions
+from cai.train.common.runner import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _classes(algorithm: str) -> tuple[Any, Any]:
 
 def default_rl_config(algorithm: str, output_dir: PathLike, **options: Any) -> Any:
     """An ``RLOOConfig`` or ``GRPOConfig`` with cai's defaults and ``options``."""
-    from cai.train.config import build_config, training_defaults
+    from cai.train.common.config import build_config, training_defaults
 
     config_cls, _ = _classes(algorithm)
     return build_config(config_cls, options=options, defaults=training_defaults(config_cls, output_dir))
@@ -53,7 +53,7 @@ def check_batch(cfg: Any, world_size: int = 1) -> None:
     >>> check_batch(NS(per_device_train_batch_size=3, gradient_accumulation_steps=1, steps_per_generation=None,
     ...                generation_batch_size=None, num_generations=2))
     Traceback (most recent call last):
-    cai.errors.CaiError: a generation batch of 3 answers is not a whole number of groups of num_generations=2 (fix: make per_device_train_batch_size x gradient_accumulation_steps x processes a multiple of num_generations)
+    cai.core.errors.CaiError: a generation batch of 3 answers is not a whole number of groups of num_generations=2 (fix: make per_device_train_batch_size x gradient_accumulation_steps x processes a multiple of num_generations)
     """
     if not cfg.num_generations:
         return
@@ -105,10 +105,10 @@ def train_rl(
     ``rewards`` holds spec strings for :func:`cai.train.rewards.make_reward`
     (``rm:PATH``, ``judge:MODEL``, ``toy:...``) or ready ``(chats, texts) -> floats`` callables.
     """
-    from cai.train.data import as_paths, prompt_dataset
-    from cai.train.guards import NonFiniteGuard
-    from cai.train.models import load_causal_lm, load_tokenizer, lora_config
-    from cai.train.runner import run_and_save
+    from cai.train.common.data import as_paths, prompt_dataset
+    from cai.train.common.guards import NonFiniteGuard
+    from cai.train.common.models import load_causal_lm, load_tokenizer, lora_config
+    from cai.train.common.runner import run_and_save
 
     _, trainer_cls = _classes(algorithm)
     cfg = config if config is not None else default_rl_config(algorithm, output_dir)

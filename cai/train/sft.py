@@ -11,18 +11,18 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from cai.io import PathLike
-from cai.train.models import LoraOptions
-from cai.train.runner import TrainResult
+from cai.core.jsonl import PathLike
+from cai.train.common.models import LoraOptions
+from cai.train.common.runner import TrainResult
 
 log = logging.getLogger(__name__)
 
 
 def default_sft_config(output_dir: PathLike, **options: Any) -> Any:
-    """An ``SFTConfig`` with cai's defaults (see :func:`cai.train.config.training_defaults`) and ``options``."""
+    """An ``SFTConfig`` with cai's defaults (see :func:`cai.train.common.config.training_defaults`) and ``options``."""
     from trl import SFTConfig
 
-    from cai.train.config import build_config, training_defaults
+    from cai.train.common.config import build_config, training_defaults
 
     return build_config(SFTConfig, options=options, defaults=training_defaults(SFTConfig, output_dir))
 
@@ -48,10 +48,10 @@ def train_sft(
     """
     from trl import SFTTrainer
 
-    from cai.train.data import as_paths, sft_datasets
-    from cai.train.guards import NonFiniteGuard
-    from cai.train.models import load_causal_lm, load_tokenizer, lora_config
-    from cai.train.runner import run_and_save
+    from cai.train.common.data import as_paths, sft_datasets
+    from cai.train.common.guards import NonFiniteGuard
+    from cai.train.common.models import load_causal_lm, load_tokenizer, lora_config
+    from cai.train.common.runner import run_and_save
 
     cfg = config if config is not None else default_sft_config(output_dir)
     cfg.output_dir = str(output_dir)

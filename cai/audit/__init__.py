@@ -1,0 +1,1 @@
+"""Audits of the toolkit's automatic judgements against human labels."""

@@ -1,0 +1,1 @@
+"""The local transformers backend: decode loop, scoring, KV caches, prefix reuse, padding, loading."""

@@ -1,0 +1,1 @@
+"""The backend for OpenAI-compatible servers (vLLM, SGLang, TGI, llama.cpp server, transformers serve...)."""

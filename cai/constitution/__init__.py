@@ -1,0 +1,1 @@
+"""Constitutions: the schema (principles, hash, sampling, diff), layers (extends/remove), loading, importers."""

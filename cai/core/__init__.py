@@ -1,0 +1,1 @@
+"""Shared building blocks: records, JSONL reading/writing, atomic files, errors, YAML lines, statistics."""

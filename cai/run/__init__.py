@@ -1,0 +1,1 @@
+"""`cai run`: recipes, the stage engine (skip unchanged, resume), the stage registry, hub staging."""

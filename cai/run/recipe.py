@@ -1,0 +1,288 @@
+"""The recipe of ``cai run``: one YAML file, one nested pydantic config, unknown keys rejected.
+
+A recipe names the policy model, the constitution, the prompt files and one
+section per stage (``critique``, ``sft``, ``answers``, ``label``, ``rm``,
+``policy``, ``eval``, ``hub``). Input paths (prompt files, constitution files,
+human labels) are resolved relative to the recipe file; ``run_dir`` is relative
+to the current directory (default ``runs/<name>``). Loading, line numbers in
+errors and ``variants`` live in :mod:`cai.run.load`.
+
+>>> r = Recipe.model_validate({"name": "t", "prompts": {"redteam": ["r.jsonl"]}}, context={"base": Path("/x")})
+>>> r.prompts.redteam, r.policy.method, r.rm is None
+([PosixPath('/x/r.jsonl')], 'dpo', True)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+
+STAGE_ORDER = ("split", "critique", "sft", "answers", "label", "rm", "policy", "eval")
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    """A path relative to the recipe file's folder (``context["base"]``); absolute paths stay."""
+    base = (info.context or {}).get("base")
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, (str, Path)) else value
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve)]
+RelPaths = Annotated[list[RelPath], BeforeValidator(_listify)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Section):
+    """A model and how to reach it: local transformers (``hf``) or an OpenAI-compatible server."""
+
+    name: str = "default"
+    backend: Literal["hf", "openai"] = "hf"
+    base_url: Annotated[list[str], BeforeValidator(_listify)] = Field(default_factory=list)
+    weights: str | None = None  # what the trainers load (hub id or path) when `name` is a server's model name
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(8, ge=1)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    batch_size: int = Field(16, ge=1)
+    device: str | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+
+    @model_validator(mode="after")
+    def _urls(self) -> ModelSpec:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend openai needs base_url, e.g. base_url: [http://127.0.0.1:8000/v1]")
+        if self.backend == "hf" and self.base_url:
+            raise ValueError("base_url is only for backend: openai")
+        return self
+
+    def train_weights(self) -> str:
+        """What the trainers start from."""
+        return self.weights or self.name
+
+    def identity(self) -> dict[str, Any]:
+        """What determines this model's outputs (not how many requests fly at once)."""
+        return {"name": self.name, "backend": self.backend, "weights": self.weights, "dtype": self.dtype,
+                "trust_remote_code": self.trust_remote_code, "chat_template": self.chat_template}
+
+
+class LoraSpec(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = 32
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = None
+
+
+class TrainSpec(_Section):
+    """Trainer options shared by every training stage; ``config`` holds the trainer's own keys (TRL's names)."""
+
+    learning_rate: float | None = None
+    max_steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    grad_accum: int | None = None
+    max_length: int | None = None
+    seed: int | None = None
+    logging_steps: int | None = None
+    report_to: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    lora: LoraSpec | None = None
+    dtype: str | None = None
+    accelerate_config: str | None = None  # ddp, fsdp, zero3 or an accelerate config file
+    num_processes: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        """Trainer config keys: ``config`` first, the named options over it (only those set).
+
+        >>> TrainSpec(max_steps=3, config={"beta": 0.2}).options()
+        {'beta': 0.2, 'max_steps': 3}
+        """
+        named = {"learning_rate": self.learning_rate, "max_steps": self.max_steps,
+                 "num_train_epochs": self.epochs, "per_device_train_batch_size": self.batch_size,
+                 "gradient_accumulation_steps": self.grad_accum, "max_length": self.max_length,
+                 "seed": self.seed, "logging_steps": self.logging_steps, "report_to": self.report_to}
+        return {**self.config, **{k: v for k, v in named.items() if v is not None}}
+
+
+class PromptsSpec(_Section):
+    """Prompt files, split into train and held-out eval parts by a hash of each prompt."""
+
+    redteam: RelPaths
+    helpful: RelPaths = Field(default_factory=list)
+    eval_fraction: float = Field(0.33, ge=0, lt=1)
+    seed: int = 0
+    limit: int | None = Field(None, ge=1)  # at most this many train red-team prompts
+    helpful_limit: int | None = Field(None, ge=0)
+    eval_limit: int | None = Field(None, ge=1)  # at most this many held-out prompts of each kind
+
+
+class CritiqueSpec(_Section):
+    rounds: int = Field(2, ge=1, le=32)
+    samples_per_prompt: int = Field(1, ge=1)
+    no_critique: bool = False
+    few_shot: bool = True
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    batch_size: int = Field(16, ge=1)
+    helpful_ratio: float = Field(1.0, ge=0)
+    sft_round: int | None = Field(None, ge=1)
+
+
+class SFTSpec(_Section):
+    train: TrainSpec = TrainSpec()
+    eval_fraction: float = Field(0.0, ge=0, lt=1)
+
+
+class AnswersSpec(_Section):
+    """Candidate answers for the labeler: ``k`` samples per train prompt from the SFT (or base) model."""
+
+    source: Literal["sft", "base"] = "sft"
+    k: int = Field(2, ge=2)
+    pairing: Literal["all", "disjoint"] = "all"
+    temperature: float = Field(0.8, ge=0.7)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(256, ge=1)
+    helpful: bool = True  # also answer the train helpful prompts
+    system_prompt: bool = False  # answer under the constitution's system prompt
+
+
+class LabelSpec(_Section):
+    feedback_model: ModelSpec | None = None  # default: the recipe's model
+    principles_per_pair: int = Field(1, ge=1)
+    cot: bool = False
+    cot_clamp: tuple[float, float] = (0.4, 0.6)
+    cot_max_new_tokens: int = 256
+    few_shot: bool = True
+    min_confidence: float = Field(0.5, ge=0.5, le=1)
+    drop_inconsistent: bool = False
+    human: RelPaths = Field(default_factory=list)
+    human_weight: float = Field(1.0, ge=0)
+    pairs_per_call: int = Field(8, ge=1)
+    feedback_batch_size: int = Field(8, ge=1)
+
+
+class RMSpec(_Section):
+    start_from: Literal["sft", "base"] = "sft"
+    train: TrainSpec = TrainSpec()
+    pad_token: str | None = None
+    margin: float | None = None
+    eval_fraction: float = Field(0.1, ge=0, lt=1)
+    human_eval: RelPath | None = None
+
+
+class PolicySpec(_Section):
+    """The last training step: DPO on the labels, or online RL (PPO/RLOO/GRPO) against a reward; ``none`` skips."""
+
+    method: Literal["dpo", "ppo", "rloo", "grpo", "none"] = "dpo"
+    train: TrainSpec = TrainSpec()
+    beta: float | None = None
+    soft_labels: bool = False
+    loss_type: list[str] | None = None
+    ref_model: str | None = None
+    eval_fraction: float = Field(0.0, ge=0, lt=1)
+    reward: str = "rm"  # rm (this run's preference model), judge:MODEL, toy:...
+    judge_question: str | None = None
+    reward_batch_size: int = Field(8, ge=1)
+    system_prompt: bool = False  # online RL: answer under the constitution's system prompt
+
+
+class EvalStageSpec(_Section):
+    """Before/after evaluation on the held-out prompts (:class:`cai.eval.spec.EvalSpec`).
+
+    ``models`` are compared, the first is the baseline; ``trained`` is the policy
+    (the SFT model when ``policy.method`` is ``none``). ``options`` are further
+    EvalSpec keys (``judge``, ``limit``, ``few_shot``...), checked when the stage runs.
+    """
+
+    enabled: bool = True
+    models: list[Literal["base", "sft", "trained"]] = Field(default_factory=lambda: ["base", "trained"], min_length=1)
+    lookalike: RelPath | None = None  # XSTest-format file (label: safe|unsafe)
+    feedback_model: ModelSpec | None = None  # the judge; default: the recipe's model
+    max_new_tokens: int = Field(128, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class HubSpec(_Section):
+    """Where ``--push-to-hub`` pushes: ``namespace/<recipe name>-<artifact>``."""
+
+    namespace: str | None = None
+    private: bool = True
+    artifacts: list[Literal["sft_data", "preferences", "sft", "rm", "policy"]] = Field(
+        default_factory=lambda: ["sft_data", "preferences", "sft", "rm", "policy"])
+
+
+class Recipe(_Section):
+    """One ``cai run`` recipe (see the module doc and ``examples/recipes/``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    run_dir: Path | None = None
+    model: ModelSpec = ModelSpec()
+    constitution: str = "harmless"
+    prompts: PromptsSpec
+    critique: CritiqueSpec = CritiqueSpec()
+    sft: SFTSpec = SFTSpec()
+    answers: AnswersSpec = AnswersSpec()
+    label: LabelSpec = LabelSpec()
+    rm: RMSpec | None = None
+    policy: PolicySpec = PolicySpec()
+    eval: EvalStageSpec = EvalStageSpec()
+    hub: HubSpec = HubSpec()
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _constitution_path(cls, data: Any, info: ValidationInfo) -> Any:
+        """A constitution given as a path is resolved from the recipe's folder; a shipped name stays a name."""
+        base = (info.context or {}).get("base")
+        if isinstance(data, dict) and isinstance(data.get("constitution"), str) and base is not None:
+            p = Path(base) / data["constitution"]
+            if p.suffix in (".yaml", ".yml") or p.exists():
+                data = {**data, "constitution": str(p)}
+        return data
+
+    @model_validator(mode="after")
+    def _reward_needs_rm(self) -> Recipe:
+        if self.policy.method in ("ppo", "rloo", "grpo") and self.policy.reward == "rm" and self.rm is None:
+            raise ValueError(f"policy.method {self.policy.method} with reward: rm needs an rm section "
+                             "(add `rm: {}`), or set policy.reward to judge:MODEL")
+        if self.critique.sft_round is not None and self.critique.sft_round > self.critique.rounds:
+            raise ValueError(f"critique.sft_round {self.critique.sft_round} is after the last round")
+        return self
+
+    def stage_names(self) -> list[str]:
+        """The stages this recipe runs, in order.
+
+        >>> Recipe(name="t", prompts={"redteam": ["r.jsonl"]}, rm={}).stage_names()
+        ['split', 'critique', 'sft', 'answers', 'label', 'rm', 'policy', 'eval']
+        >>> Recipe(name="t", prompts={"redteam": ["r.jsonl"]}, policy={"method": "none"},
+        ...        eval={"enabled": False}).stage_names()
+        ['split', 'critique', 'sft', 'answers', 'label']
+        """
+        skip = {"rm"} if self.rm is None else set()
+        if self.policy.method == "none":
+            skip.add("policy")
+        if not self.eval.enabled:
+            skip.add("eval")
+        return [s for s in STAGE_ORDER if s not in skip]
+
+    def feedback(self) -> ModelSpec:
+        return self.label.feedback_model or self.model

@@ -1,0 +1,1 @@
+"""The data stages of the pipeline: generate, critique (SL-CAI), label (RLAIF), export."""

@@ -1,0 +1,1 @@
+"""What every trainer shares: configs, data loading, model loading, guards, cards, launching, running."""
