@@ -1,0 +1,137 @@
+"""`cai eval` and its spec: one-line errors naming the field, and the command end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cai.core.errors import CaiError
+from cai.eval.schema import EvalSummary
+from cai.eval.spec import EvalSpec, load_spec, parse_model_option
+from tests.helpers.data import BENIGN, LOOKALIKE, REDTEAM, write_jsonl
+from tests.helpers.paths import ROOT
+
+
+def cai(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "cai", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=cwd)
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    assert r.returncode == 2, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("body, needles", [
+    ("models:\n  - name: base\n    model: default\n    nmae: x\nredteam: r.jsonl\n", ["spec.yaml:4", "models.0.nmae", "Extra"]),
+    ("models:\n  - name: base\n    model: default\nbaseline: dpo\nredteam: r.jsonl\n", ["spec.yaml:4", "baseline 'dpo'"]),
+    ("models: []\nredteam: r.jsonl\n", ["spec.yaml:1", "models", "at least 1"]),
+    ("models:\n  - {name: base, model: default}\n", ["no prompt set"]),
+    ("models:\n  - {name: base, model: default}\n  - {name: base, model: x}\nbenign: b.jsonl\n", ["used twice"]),
+    ("models:\n  - {name: 'a b', model: default}\nbenign: b.jsonl\n", ["spec.yaml:2", "models.0.name"]),
+    ("models:\n  - {name: a, model: default}\nbenign: b.jsonl\nlimit: 0\n", ["spec.yaml:4", "limit"]),
+    ("models:\n  - {name: a, model: m, backend: openai}\nbenign: b.jsonl\n", ["models.0", "base_urls"]),
+    ("models:\n  - {name: a, model: m}\nbenign: b.jsonl\njudge: vibes\n", ["spec.yaml:4", "judge"]),
+    ("- just a list\n", ["spec.yaml:1", "mapping"]),
+])
+def test_spec_errors_are_one_line_naming_the_field(tmp_path, body, needles):
+    p = tmp_path / "spec.yaml"
+    p.write_text(body)
+    with pytest.raises(CaiError) as exc:
+        load_spec(p)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for n in needles:
+        assert n in msg, msg
+
+
+def test_spec_round_trips_and_defaults(tmp_path):
+    p = tmp_path / "spec.yaml"
+    p.write_text("models:\n  - {name: base, model: default}\n  - {name: dpo, model: runs/x/dpo}\nbaseline: dpo\n"
+                 "benign: b.jsonl\ncurves: {dpo: runs/x/dpo}\n")
+    spec = load_spec(p)
+    assert spec.baseline_name() == "dpo" and spec.max_new_tokens == 128 and spec.judge == "rubric"
+    assert EvalSpec.model_validate(spec.model_dump(mode="json")) == spec
+
+
+def test_model_option_parsing():
+    assert parse_model_option("dpo=runs/x/dpo").model == "runs/x/dpo"
+    assert parse_model_option("runs/x/sft/").name == "sft"
+    with pytest.raises(CaiError, match="--model 'a b=x'"):
+        parse_model_option("a b=x")
+
+
+def test_cli_errors(tmp_path):
+    one_line_error(cai("eval", "--model", "=x", "-o", str(tmp_path)), "--model")
+    one_line_error(cai("eval", "--benign", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o"),
+                       "--feedback-model", "default"), "missing.jsonl", "no such file")
+    one_line_error(cai("eval", "--benign", "x.jsonl", "--baseline", "nope", "-o", str(tmp_path / "o")),
+                   "--baseline", "not one of the models")
+    bad = write_jsonl(tmp_path / "look.jsonl", [{"prompt": "hi", "label": "maybe"}])
+    one_line_error(cai("eval", "--lookalike", str(bad), "-o", str(tmp_path / "o")), "label", "safe")
+    one_line_error(cai("eval", "--spec", str(tmp_path / "nope.yaml"), "-o", str(tmp_path / "o")), "nope.yaml")
+
+
+def test_cli_end_to_end_on_tiny_models(tmp_path, tiny_model_dir):
+    files = {k: write_jsonl(tmp_path / f"{k}.jsonl", rows)
+             for k, rows in (("redteam", REDTEAM), ("lookalike", LOOKALIKE), ("benign", BENIGN))}
+    curve = tmp_path / "metrics.jsonl"
+    curve.write_text("".join(json.dumps({"id": f"s{i}", "step": i, "reward": 0.1 * i, "kl": 0.01 * i}) + "\n"
+                             for i in range(5)))
+    audit = tmp_path / "audit.json"
+    audit.write_text(json.dumps({"ece": 0.1, "verdict": "near chance", "agreement": {"both": {"rate": 0.5}},
+                                 "reliability": [{"confidence": 0.55, "accuracy": 0.5, "n": 10}]}))
+    out = tmp_path / "eval"
+    args = ["eval", "--model", f"base={tiny_model_dir}", "--model", f"ppo={tiny_model_dir}", "--feedback-model",
+            str(tiny_model_dir), "--redteam", str(files["redteam"]), "--lookalike", str(files["lookalike"]),
+            "--benign", str(files["benign"]), "--limit", "2", "--max-new-tokens", "4", "--curves", f"ppo={curve}",
+            "--audit", str(audit), "-o", str(out)]
+    r = cai(*args)
+    assert r.returncode == 0, r.stderr
+    assert "harmful compliance on red-team prompts" in r.stdout and "base" in r.stdout and "ppo" in r.stdout
+    assert str(out / "report.html") in r.stdout
+    s = EvalSummary.model_validate_json((out / "eval.json").read_text())
+    assert [m.name for m in s.models] == ["base", "ppo"]
+    assert s.models[0].harm.refusal.n == 2 and s.models[0].over_refusal.safe_refusal.n == 2
+    assert s.models[1].hacking.kl_from_reference == 0.0  # same weights: log-ratio exactly 0
+    assert s.models[1].helpfulness.win_rate.n == 2
+    assert s.curves["ppo"][4] == {"step": 4.0, "reward": 0.4, "kl": 0.04}
+    assert s.labeler_audit["verdict"] == "near chance"
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
+    r2 = cai(*args)  # resume: nothing left to do, the same table
+    assert r2.returncode == 0 and r2.stdout == r.stdout
+
+
+def test_cli_spec_file(tmp_path, tiny_model_dir):
+    benign = write_jsonl(tmp_path / "benign.jsonl", BENIGN)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"models:\n  - {{name: only, model: '{tiny_model_dir}'}}\nfeedback_model: '{tiny_model_dir}'\n"
+                    f"benign: '{benign}'\nmax_new_tokens: 3\n")
+    r = cai("eval", "--spec", str(spec), "--limit", "1", "-o", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    s = EvalSummary.model_validate_json((tmp_path / "o" / "eval.json").read_text())
+    assert s.settings["limit"] == 1 and s.models[0].name == "only"
+
+
+@pytest.mark.integration
+def test_embedded_model_shipped_prompts(tmp_path):
+    """The embedded model on the shipped prompt files (one prompt per set, short answers), pairwise judge."""
+    out = tmp_path / "eval"
+    r = cai("eval", "--model", "base=default", "--limit", "1", "--max-new-tokens", "24", "--judge", "pairwise",
+            "-o", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr
+    s = EvalSummary.model_validate_json((out / "eval.json").read_text())
+    (m,) = s.models
+    assert m.harm.refusal.n == 1 and m.harm.harmful.n + m.harm.judge_failures == 1
+    assert m.over_refusal.safe_refusal.n == 1 and m.over_refusal.unsafe_refusal.n == 1
+    assert s.settings["redteam"].endswith("examples/prompts/redteam.jsonl")

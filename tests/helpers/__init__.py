@@ -1,0 +1,1 @@
+"""Test helpers: tiny models, fakes, toy data, real servers, the kill harness."""
