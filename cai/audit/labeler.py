@@ -26,20 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from cai.core.records import LabelRecord
-from cai.core.stats import Z95, wilson_interval  # noqa: F401 - re-exported
+from cai.core.stats import proportion
 from cai.stages.label.feedback import unswap
 
 CHANCE_VERDICT = "near chance on these pairs: use a larger feedback model"
 
 
-def proportion(k: int, n: int) -> dict[str, Any]:
-    """``{"k", "n", "rate", "lo", "hi"}`` with the Wilson 95% interval.
-
-    >>> proportion(8, 10)["rate"], proportion(0, 0)["rate"]
-    (0.8, None)
-    """
-    lo, hi = wilson_interval(k, n)
-    return {"k": k, "n": n, "rate": k / n if n else None, "lo": lo, "hi": hi}
 
 
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = 5,

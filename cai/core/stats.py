@@ -1,8 +1,9 @@
-"""Confidence intervals for proportions, shared by the labeler audit and the evaluation."""
+"""Confidence intervals for proportions, shared by the audits and the evaluation."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 Z95 = 1.959963984540054
 
@@ -28,3 +29,13 @@ def wilson_interval(k: float, n: int, z: float = Z95) -> tuple[float, float]:
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return (0.0 if k == 0 else max(0.0, center - half)), (1.0 if k == n else min(1.0, center + half))
+
+
+def proportion(k: int, n: int) -> dict[str, Any]:
+    """``{"k", "n", "rate", "lo", "hi"}`` with the Wilson 95% interval.
+
+    >>> proportion(8, 10)["rate"], proportion(0, 0)["rate"]
+    (0.8, None)
+    """
+    lo, hi = wilson_interval(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else None, "lo": lo, "hi": hi}

@@ -18,12 +18,11 @@ from cai.audit.labeler import (
     expected_calibration_error,
     format_audit,
     plot_reliability,
-    proportion,
     reliability_bins,
     verdict,
-    wilson_interval,
 )
 from cai.core.records import Message
+from cai.core.stats import proportion, wilson_interval
 from cai.stages.label.labeler import LabelConfig, label_records, make_pair
 from tests.helpers.fakes import FakeJudge, constitution
 from tests.helpers.paths import ROOT
