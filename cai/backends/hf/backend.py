@@ -18,6 +18,10 @@ feedback pair), else of similar length
 few-hundred-token prompt to its batch's longest is pure waste).
 ``reuse_prefix=False`` turns all prefix reuse off and scores by naive
 recompute per continuation, the reference for checking.
+
+A continuation is scored as it tokenizes in running text after its prompt
+(:func:`split_continuations`), never tokenized on its own: SentencePiece
+tokenizers would read a lone option ``A`` as the word-start token ``▁A``.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class HFBackend:
         model_obj: Any = None,
         tokenizer: Any = None,
     ):
-        from cai.backends.hf.loading import load_causal_lm, load_tokenizer
+        from cai.backends.hf.loading import eos_token_ids, load_causal_lm, load_tokenizer
 
         self.model = model
         self.batch_size = max(1, int(batch_size))
@@ -66,7 +70,7 @@ class HFBackend:
             model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )
         self.lm.eval()
-        self.eos_ids = _eos_ids(self.lm, self.tokenizer)
+        self.eos_ids = set(eos_token_ids(self.lm, self.tokenizer))
         self.preallocate = True  # preallocated KV cache (off: transformers' DynamicCache, for comparison)
         self._store = None  # PrefixStore, made on first use
         # Scoring batches: the most padding a batch may carry (None: 10% on CPU, where padding is pure waste, else 50%).
@@ -80,13 +84,19 @@ class HFBackend:
         return str(next(self.lm.parameters()).device)
 
     # ----------------------------------------------------------------- rendering
-    def render(self, chat: Chat) -> list[int]:
-        """Token ids of a chat with the assistant turn opened (or the last assistant turn continued)."""
+    def render_text(self, chat: Chat) -> str:
+        """A chat's text with the assistant turn opened (or the last assistant turn continued)."""
         chat = [dict(m) for m in chat]
         cont = bool(chat) and chat[-1]["role"] == "assistant"
-        text = self.tokenizer.apply_chat_template(
+        return self.tokenizer.apply_chat_template(
             chat, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont
         )
+
+    def render(self, chat: Chat) -> list[int]:
+        """Token ids of a chat with the assistant turn opened (or the last assistant turn continued)."""
+        return self._ids(self.render_text(chat))
+
+    def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # ---------------------------------------------------------------- generation
@@ -148,8 +158,9 @@ class HFBackend:
 
         if len(chats) != len(continuations):
             raise ValueError(f"{len(chats)} chats but {len(continuations)} continuation lists")
-        prefixes = [self.render(c) for c in chats]
-        conts = [[self._encode_continuation(t) for t in conts] for conts in continuations]
+        encoded = [self.encode_continuations(self.render_text(c), conts) for c, conts in zip(chats, continuations)]
+        prefixes = [p for p, _ in encoded]
+        conts = [cs for _, cs in encoded]
         pad = self.tokenizer.pad_token_id
         out: list[list[float]] = [[] for _ in prefixes]
         padding = self.max_padding if self.max_padding is not None else (0.1 if self.device == "cpu" else 0.5)
@@ -164,11 +175,16 @@ class HFBackend:
                     out[i] = s
         return out
 
-    def _encode_continuation(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError(f"continuation {text!r} encodes to no tokens")
-        return ids
+    def encode_continuations(self, prefix_text: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """Token ids of a prompt and of its continuations as they tokenize in running text.
+
+        A continuation is not tokenized on its own: SentencePiece tokenizers (Llama-2, Mistral v0.x)
+        turn a lone ``"A"`` into ``▁A``, a word start, while ``... is (A`` ends in ``▁(`` + ``A``. The
+        prompt's text and prompt + continuation are tokenized whole and split by
+        :func:`split_continuations`.
+        """
+        return split_continuations(self._ids(prefix_text), [self._ids(prefix_text + c) for c in continuations],
+                                   continuations)
 
 
 # ----------------------------------------------------------------------- helpers
@@ -181,14 +197,32 @@ def _accepts(model: Any, arg: str) -> bool:
         return False
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), model.config):
-        eos = getattr(src, "eos_token_id", None) if src is not None else None
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif eos:
-            ids.update(int(e) for e in eos)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return ids
+def split_continuations(prefix: Sequence[int], joined: Sequence[Sequence[int]],
+                        texts: Sequence[str] | None = None) -> tuple[list[int], list[list[int]]]:
+    """The prompt's ids and each continuation's, from the prompt and each prompt + continuation tokenized whole.
+
+    All continuations are scored after the same prompt ids: the longest token prefix that the prompt
+    shares with every joined sequence. Where a tokenizer merges across the boundary (the prompt's last
+    ``▁(`` and an option ``A`` become one ``▁(A``), that prompt is one token shorter and every
+    continuation starts with the re-tokenized tail (``log p(▁(A)`` against ``log p(▁() + log p(B)``, both
+    the probability of the text after the shorter prompt).
+
+    >>> split_continuations([1, 2, 3], [[1, 2, 3, 7], [1, 2, 3, 8, 9]])   # clean boundary
+    ([1, 2, 3], [[7], [8, 9]])
+    >>> split_continuations([1, 2, 3], [[1, 2, 5], [1, 2, 3, 8]])         # 3 + "A" merged into 5
+    ([1, 2], [[5], [3, 8]])
+    >>> split_continuations([1, 2], [[1, 2]], [""])
+    Traceback (most recent call last):
+    ...
+    ValueError: continuation '' encodes to no tokens
+    """
+    from cai.backends.hf.prefix_cache import common_prefix_len
+
+    texts = list(texts) if texts is not None else [f"#{j}" for j in range(len(joined))]
+    for t, ids in zip(texts, joined):
+        if len(ids) <= common_prefix_len(prefix, ids):
+            raise ValueError(f"continuation {t!r} encodes to no tokens")
+    m = min((common_prefix_len(prefix, ids) for ids in joined), default=len(prefix))
+    if m == 0 and joined:
+        raise ValueError("the prompt and its continuations share no leading token")
+    return list(prefix[:m]), [list(ids[m:]) for ids in joined]

@@ -186,7 +186,7 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, chat_template:
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
-    tok = _from_pretrained(AutoTokenizer, path, name, trust_remote_code=trust_remote_code)
+    tok = from_pretrained(AutoTokenizer, path, name, trust_remote_code=trust_remote_code)
     if chat_template:
         tok.chat_template = read_chat_template(chat_template)
     if not getattr(tok, "chat_template", None):
@@ -206,13 +206,39 @@ def load_causal_lm(name: str, *, device: str | None = None, dtype: str | None = 
 
     path = resolve_model(name)
     dev = pick_device(device)
-    model = _from_pretrained(
+    model = from_pretrained(
         AutoModelForCausalLM, path, name, dtype=pick_dtype(dev, dtype), trust_remote_code=trust_remote_code
     )
     return model.to(dev).eval()
 
 
-def _from_pretrained(cls: Any, path: str, name: str, **kwargs: Any):
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends an answer, sorted: the tokenizer's EOS and the model's (generation) config EOS ids.
+
+    Instruct models often end a turn with a token other than the tokenizer's EOS (``<|im_end|>``,
+    ``<|eot_id|>``), listed only in ``generation_config``; any of them stops generation.
+
+    >>> from types import SimpleNamespace as NS
+    >>> eos_token_ids(NS(generation_config=NS(eos_token_id=[7, 2]), config=NS(eos_token_id=2)),
+    ...               NS(eos_token_id=5))
+    [2, 5, 7]
+    >>> eos_token_ids(NS(config=NS(eos_token_id=None)), NS(eos_token_id=None))
+    []
+    """
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        eos = getattr(src, "eos_token_id", None) if src is not None else None
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif eos:
+            ids.update(int(e) for e in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return sorted(ids)
+
+
+def from_pretrained(cls: Any, path: str, name: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(path, **kwargs)`` with a load failure as one :class:`CaiError` line naming ``name``."""
     # trust_remote_code is only ever what the user passed (default False).
     try:
         return cls.from_pretrained(path, **kwargs)

@@ -6,6 +6,11 @@ continuations (the labeller's ``A``/``B``) straight off the prompt's last
 logits, and runs longer continuations on row copies of the prompt's cache.
 :func:`score_naive` recomputes prompt + continuation for every continuation,
 the reference the fast path is checked against.
+
+Both take token ids: the caller (:meth:`cai.backends.hf.backend.HFBackend.score`)
+tokenizes each prompt + continuation as one text and splits it
+(:func:`cai.backends.hf.backend.split_continuations`), so the ids scored here
+are those of the continuation in running text, not of the option on its own.
 """
 
 from __future__ import annotations

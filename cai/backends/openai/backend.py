@@ -11,8 +11,10 @@ Requests
     server's ``n``. Requests run concurrently under one
     ``asyncio.Semaphore(concurrency)``; with several base URLs, request ``k``
     (chat-major, ``k = i * n + sample``) goes to ``base_urls[k % len(base_urls)]``
-    (data-parallel generation over several servers). The SDK's ``max_retries``
-    is the only retry layer, ``timeout`` its per-request timeout.
+    (data-parallel generation over several servers; URL checks and the round
+    robin live in :mod:`cai.backends.openai.urls`). The SDK's ``max_retries``
+    is the only retry layer (besides the one TGI retry below), ``timeout`` its
+    per-request timeout.
 
 Continuing an assistant turn
     A chat that ends with an assistant message is sent as is, plus
@@ -24,16 +26,25 @@ Continuing an assistant turn
     ``score``) or ignore them.
 
 Scoring
-    ``score`` asks for ``logprobs=True, top_logprobs=20, max_tokens=1`` and reads
-    each continuation's log-probability from the ``top_logprobs`` of the first
-    generated position with :func:`option_logprobs` (the matching rule is
-    documented there). Only the first token position is visible, so options
-    should differ early: ``A``/``B`` or ``(A)``/``(B)`` work, long options that
-    share a first word do not. Which servers return logprobs on chat
-    completions:
+    ``score`` asks for ``logprobs=True, top_logprobs=20, max_tokens=1,
+    temperature=1.0`` (the plain softmax: some servers return degenerate
+    log-probs at temperature 0) and reads each continuation's log-probability
+    from the ``top_logprobs`` of the first generated position with
+    :func:`~cai.backends.openai.logprobs.option_logprobs` (the matching rule,
+    and ``-inf`` for options of which none is listed, are documented there).
+    Only the first token position is visible, so options should differ early:
+    ``A``/``B`` or ``(A)``/``(B)`` work, long options that share a first word do
+    not, and a continuation that is not a short option (at most 8 characters,
+    no inner whitespace: :func:`~cai.backends.openai.logprobs.is_short_option`)
+    is refused with :class:`ScoringUnsupported` before any request, since only
+    its first token would be scored (the eval's KL probe scores whole answers).
+    Which servers return logprobs on chat completions:
 
     * vLLM, SGLang, the llama.cpp server, OpenAI: yes;
-    * TGI: yes, through its OpenAI-compatible ``/v1/chat/completions`` route;
+    * TGI: yes, through its OpenAI-compatible ``/v1/chat/completions`` route.
+      It caps ``top_logprobs`` at ``--max-top-n-tokens`` (default 5) and
+      rejects more with an HTTP 422 naming the cap; ``score`` then retries once
+      at that cap and keeps it (``top_logprobs``) for the backend's life;
     * Ollama: recent versions (logprobs arrived in 0.12.11; older ones drop the
       fields silently, which ``score`` reports as unsupported);
     * ``transformers serve``: no (it ignores ``logprobs``/``top_logprobs``).
@@ -53,102 +64,37 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
-import math
+import logging
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
+from cai.backends.openai.logprobs import check_short_options, first_top_logprobs, option_logprobs
+from cai.backends.openai.urls import base_url_for, is_loopback_url, normalize_base_url, redact_url
 from cai.backends.protocol import Chat, Generation, ScoringUnsupported, cut_at_stop, request_seed
 from cai.core.errors import CaiError
 from cai.core.records import SamplingParams
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20
+SCORE_TEMPERATURE = 1.0  # the plain softmax: some servers return degenerate log-probs at temperature 0
 PLACEHOLDER_KEY = "EMPTY"
 CONTINUE_FINAL_MESSAGE = {"continue_final_message": True, "add_generation_prompt": False}
 # Request fields that only scoring (or continuing a turn) sends; a 4xx naming one means "unsupported".
-_SCORING_FIELDS = ("logprobs", "top_logprobs", "continue_final_message", "add_generation_prompt")
-_OPTION_PUNCTUATION = " \t\r\n()[]{}<>.,:;!?\"'`*"
+_SCORING_FIELDS = ("logprobs", "top_logprobs", "top_n_tokens", "continue_final_message", "add_generation_prompt")
+_TOP_N_CAP = re.compile(r"top_n_tokens`?\s+must be >= ?0 and <= ?(\d+)")
 
 RequestHook = Callable[[int, str], AbstractAsyncContextManager[Any]]
 
 
-# ----- pure helpers -------------------------------------------------------------------------------
-
-
-def normalize_base_url(url: str) -> str:
-    """Check a base URL (``http``/``https`` with a host) and drop a trailing slash.
-
-    >>> normalize_base_url("http://127.0.0.1:8000/v1/")
-    'http://127.0.0.1:8000/v1'
-    >>> normalize_base_url("localhost:8000/v1")
-    Traceback (most recent call last):
-    ...
-    cai.core.errors.CaiError: invalid base URL 'localhost:8000/v1': expected an http:// or https:// URL with a host (fix: pass --base-url like http://127.0.0.1:8000/v1)
-    """
-    text = str(url).strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CaiError(
-            f"invalid base URL {redact_url(text)!r}: expected an http:// or https:// URL with a host",
-            hint="pass --base-url like http://127.0.0.1:8000/v1",
-        )
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise CaiError(
-            f"invalid base URL {redact_url(text)!r}: bad port",
-            hint="pass --base-url like http://127.0.0.1:8000/v1",
-        ) from None
-    return text.rstrip("/")
-
-
-def redact_url(url: str) -> str:
-    """The URL without any ``user:password@`` part, for messages.
-
-    >>> redact_url("https://bob:hunter2@api.example.com/v1")
-    'https://***@api.example.com/v1'
-    >>> redact_url("http://127.0.0.1:8000/v1")
-    'http://127.0.0.1:8000/v1'
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether the URL's host is this machine (``localhost``, ``127.x``, ``::1``).
-
-    >>> [is_loopback_url(u) for u in ("http://localhost:8000/v1", "http://127.0.0.2/v1", "http://[::1]:1/v1")]
-    [True, True, True]
-    >>> [is_loopback_url(u) for u in ("https://api.openai.com/v1", "http://10.0.0.5:8000/v1")]
-    [False, False]
-    """
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def base_url_for(request_index: int, base_urls: Sequence[str]) -> str:
-    """Round-robin: request ``k`` goes to ``base_urls[k % len(base_urls)]``.
-
-    >>> urls = ["http://a/v1", "http://b/v1"]
-    >>> [base_url_for(k, urls) for k in range(5)]
-    ['http://a/v1', 'http://b/v1', 'http://a/v1', 'http://b/v1', 'http://a/v1']
-    """
-    return base_urls[request_index % len(base_urls)]
+# ----- request plumbing helpers ---------------------------------------------------------------------
 
 
 def continuation_body(chat: Chat) -> dict[str, Any] | None:
@@ -164,81 +110,19 @@ def continuation_body(chat: Chat) -> dict[str, Any] | None:
     return None
 
 
-def _option_core(option: str) -> str:
-    """An option without surrounding whitespace and brackets/punctuation: ``(A)`` -> ``A``.
+def top_logprobs_cap(message: str) -> int | None:
+    """The ``top_logprobs`` limit a server's rejection names, or None.
 
-    >>> [_option_core(o) for o in ("(A)", " B.", "Yes", "[[1]]", "()")]
-    ['A', 'B', 'Yes', '1', '()']
+    TGI caps ``top_logprobs`` (its ``top_n_tokens``) at ``--max-top-n-tokens``
+    (default 5) and answers HTTP 422 naming the limit.
+
+    >>> top_logprobs_cap("Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 20")
+    5
+    >>> top_logprobs_cap("model not found") is None
+    True
     """
-    key = option.strip()
-    return key.strip(_OPTION_PUNCTUATION) or key
-
-
-def _logsumexp(values: Sequence[float]) -> float:
-    top = max(values)
-    if top == -math.inf:
-        return -math.inf
-    return top + math.log(sum(math.exp(v - top) for v in values))
-
-
-def option_logprobs(top_logprobs: Sequence[Mapping[str, Any]], options: Sequence[str]) -> list[float]:
-    """Log-probabilities of answer options read off one position's ``top_logprobs``.
-
-    ``top_logprobs`` is shaped like the SDK's
-    ``choices[0].logprobs.content[0].top_logprobs`` (plain dicts with ``token``
-    and ``logprob``). The rule, per option:
-
-    1. the option's *core* is its text without surrounding whitespace, brackets
-       and punctuation (``" (A)"`` -> ``A``; an option of only punctuation keeps
-       its stripped text);
-    2. a listed token *matches* the option when the token, normalised the same
-       way, is non-empty and either equals the core, or is a prefix of the core
-       that is a prefix of no other option's core (so ``Y`` counts for ``Yes``
-       against ``No``, but ``A`` counts for neither ``Apple`` nor ``Avocado``);
-    3. the option's log-prob is the log of the summed probabilities of its
-       distinct matching tokens (``A``, `` A``, ``(A`` and ``A)`` are distinct
-       tokens and all count for ``(A)``);
-    4. an option with no matching token gets the smallest listed log-prob: its
-       tokens ranked below every listed one, so this is an upper bound, and it
-       keeps a comparison of options finite (two absent options tie instead of
-       giving ``-inf - -inf``). With an empty list, every option gets ``-inf``.
-
-    Tokens shared by all options (the ``(`` of ``(A)``/``(B)``) carry no
-    information about which option is meant and count for none, so the
-    comparison rests on the tokens that tell the options apart.
-
-    >>> top = [{"token": "(", "logprob": -0.1}, {"token": "A", "logprob": -2.0},
-    ...        {"token": " A", "logprob": -3.0}, {"token": "B", "logprob": -4.0}, {"token": "The", "logprob": -6.0}]
-    >>> [round(x, 3) for x in option_logprobs(top, ["(A)", "(B)"])]
-    [-1.687, -4.0]
-    >>> option_logprobs(top, ["(A)", "(C)"])[1]  # absent: the smallest listed log-prob
-    -6.0
-    >>> [round(x, 3) for x in option_logprobs([{"token": "Yes", "logprob": -0.5}, {"token": "Y", "logprob": -2.5}],
-    ...                                        ["Yes", "No"])]
-    [-0.373, -2.5]
-    >>> option_logprobs([], ["A", "B"])
-    [-inf, -inf]
-    """
-    entries: dict[tuple[str, float], float] = {}
-    for item in top_logprobs:
-        token, logprob = str(item.get("token", "")), float(item.get("logprob", -math.inf))
-        entries[(token, logprob)] = logprob  # a repeated identical entry counts once
-    if not entries:
-        return [-math.inf] * len(options)
-    floor = min(entries.values())
-    cores = [_option_core(o) for o in options]
-    scores = []
-    for j, core in enumerate(cores):
-        others = [c for k, c in enumerate(cores) if k != j and c != core]
-        matched = []
-        for token, logprob in entries:
-            norm = _option_core(token)
-            if not norm.strip():
-                continue
-            if norm == core or (core.startswith(norm) and not any(o.startswith(norm) for o in others)):
-                matched.append(logprob)
-        scores.append(_logsumexp(matched) if matched else floor)
-    return scores
+    found = _TOP_N_CAP.search(message)
+    return int(found.group(1)) if found else None
 
 
 def server_message(body: object, fallback: str) -> str:
@@ -393,6 +277,7 @@ class OpenAIBackend:
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.request_hook = request_hook
+        self.top_logprobs = TOP_LOGPROBS  # lowered for good when a server names a smaller cap (TGI)
         self._api_key()  # fail now, not at the first request, when the key is missing
 
     def __repr__(self) -> str:
@@ -425,12 +310,15 @@ class OpenAIBackend:
     def score(self, chats: Sequence[Chat], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
         """Log-probabilities of each chat's continuations, from the first position's top logprobs.
 
-        Raises :class:`ScoringUnsupported` when the server returns no logprobs.
+        Raises :class:`ScoringUnsupported` when the server returns no logprobs, and
+        before any request when a continuation is not a short option
+        (:func:`is_short_option`): whole answers cannot be scored here.
         """
         if len(chats) != len(continuations):
             raise ValueError(f"{len(chats)} chats but {len(continuations)} continuation lists")
         if not chats:
             return []
+        check_short_options(continuations)
 
         async def run(
             clients: list[openai.AsyncOpenAI], limit: asyncio.Semaphore, key: str
@@ -477,8 +365,12 @@ class OpenAIBackend:
         k: int,
         request: dict[str, Any],
         scoring: bool = False,
+        learn_cap: bool = False,
     ) -> Any:
-        """Send request ``k`` to its server under the concurrency cap; SDK errors become CaiError."""
+        """Send request ``k`` to its server under the concurrency cap; SDK errors become CaiError.
+
+        With ``learn_cap``, a rejection that names a ``top_logprobs`` limit raises :class:`_TopLogprobsCap`.
+        """
         url = base_url_for(k, self.base_urls)
         client = clients[k % len(clients)]
         async with limit:
@@ -487,9 +379,9 @@ class OpenAIBackend:
                 try:
                     return await client.chat.completions.create(**request)
                 except openai.APIError as exc:
-                    raise self._error(exc, url, key, scoring) from None
+                    raise self._error(exc, url, key, scoring, learn_cap) from None
 
-    def _error(self, exc: openai.APIError, url: str, key: str, scoring: bool) -> Exception:
+    def _error(self, exc: openai.APIError, url: str, key: str, scoring: bool, learn_cap: bool = False) -> Exception:
         """Turn an SDK error into one user-facing line (never with the key in it)."""
         shown = redact_url(url)
         if isinstance(exc, openai.APIConnectionError):
@@ -507,6 +399,9 @@ class OpenAIBackend:
                     f"{self.api_key_env}",
                     hint=f"export {self.api_key_env}=<a valid key> or pass --api-key-env NAME",
                 )
+            cap = top_logprobs_cap(message) if scoring and learn_cap and status in (400, 422) else None
+            if cap:  # a cap of 0 (logprobs off) falls through: unsupported
+                return _TopLogprobsCap(cap)
             if scoring and status in (400, 404, 422, 501) and _mentions_scoring_field(message):
                 return ScoringUnsupported(
                     f"OpenAI-compatible server at {shown} rejected a scoring request (logprobs or continuing "
@@ -581,15 +476,24 @@ class OpenAIBackend:
             "model": self.model,
             "messages": _messages(chat),
             "max_tokens": 1,
-            "temperature": 0.0,
+            "temperature": SCORE_TEMPERATURE,
             "logprobs": True,
-            "top_logprobs": TOP_LOGPROBS,
+            "top_logprobs": self.top_logprobs,
         }
         extra = continuation_body(chat)
         if extra:
             request["extra_body"] = extra
-        response = await self._call(clients, limit, key, k, request, scoring=True)
-        top = _first_top_logprobs(response)
+        try:
+            response = await self._call(clients, limit, key, k, request, scoring=True, learn_cap=True)
+        except _TopLogprobsCap as cap:  # retry once at the server's cap, and keep it for later requests
+            if cap.limit < self.top_logprobs:
+                log.warning("OpenAI-compatible server at %s caps top_logprobs at %d (TGI: --max-top-n-tokens); "
+                            "scoring with the top %d from now on (an option outside them counts as not listed)",
+                            redact_url(base_url_for(k, self.base_urls)), cap.limit, cap.limit)
+            self.top_logprobs = min(self.top_logprobs, cap.limit)
+            request["top_logprobs"] = self.top_logprobs
+            response = await self._call(clients, limit, key, k, request, scoring=True)
+        top = first_top_logprobs(response)
         if not top:
             raise ScoringUnsupported(
                 f"OpenAI-compatible server at {redact_url(base_url_for(k, self.base_urls))} returned no "
@@ -598,16 +502,13 @@ class OpenAIBackend:
         return option_logprobs(top, list(options))
 
 
+class _TopLogprobsCap(Exception):
+    """A server rejected ``top_logprobs`` above ``limit`` (internal: the scoring request is retried)."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"top_logprobs is capped at {limit}")
+        self.limit = limit
+
+
 def _messages(chat: Chat) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in chat]
-
-
-def _first_top_logprobs(response: Any) -> list[dict[str, Any]]:
-    """``choices[0].logprobs.content[0].top_logprobs`` as plain dicts, or ``[]`` when absent."""
-    choices = getattr(response, "choices", None) or []
-    logprobs = getattr(choices[0], "logprobs", None) if choices else None
-    content = getattr(logprobs, "content", None) or []
-    if not content:
-        return []
-    top = getattr(content[0], "top_logprobs", None) or []
-    return [{"token": getattr(t, "token", ""), "logprob": getattr(t, "logprob", -math.inf)} for t in top]

@@ -70,6 +70,7 @@ COT_LETTER_FOLLOWUP = "So which response is better? Answer with only the letter:
 Order = Literal["ab", "ba"]
 ORDERS: tuple[Order, Order] = ("ab", "ba")
 Mode = Literal["score", "cot", "letter"]
+LOW_OPTION_MASS = 0.1  # below this mean p(A) + p(B), a batch of reads is warned about (warn_low_option_mass)
 
 
 # ----------------------------------------------------------------------------- building the chat
@@ -395,7 +396,8 @@ class FeedbackReader:
     :class:`~cai.backends.ScoringUnsupported` it generates letters (greedy,
     ``letter_max_new_tokens``) for the rest of its life. With ``cot`` it first
     generates the reasoning (greedy, ``cot_max_new_tokens``) and clamps every
-    p(A) to ``cot_clamp``.
+    p(A) to ``cot_clamp``. Each scoring call warns once when its reads' mean
+    p(A) + p(B) is below :data:`LOW_OPTION_MASS` (:func:`warn_low_option_mass`).
     """
 
     def __init__(self, backend: Backend, constitution: Constitution, *, cot: bool = False,
@@ -443,12 +445,16 @@ class FeedbackReader:
             self.scoring = False
             return None
         self.scoring = True
+        warn_low_option_mass(scores)
         out = []
         for r, (la, lb) in zip(reqs, scores):
             p = option_probability(la, lb)
             if p is not None and self.cot:
                 p = clamp(p, *self.cot_clamp)
-            err = None if p is not None else f"no usable option log-probs ({la}, {lb})"
+            err = None
+            if p is None:
+                err = (f"no usable option log-probs ({la}, {lb})" if la != -math.inf or lb != -math.inf
+                       else "neither option letter is among the model's likely next tokens (log-probs -inf)")
             out.append(Judgement(principle_id=r.principle.id, order=r.order, method="logprobs", p_option_a=p,
                                  logprobs=(_finite(la), _finite(lb)), reasoning=r.reasoning, error=err))
         return out
@@ -466,6 +472,34 @@ class FeedbackReader:
             out.append(Judgement(principle_id=r.principle.id, order=r.order, method="generated", p_option_a=p,
                                  raw=text, reasoning=r.reasoning, error=err))
         return out
+
+
+def option_mass(logp_a: float, logp_b: float) -> float:
+    """p(A) + p(B): how much of the next-token probability the two option letters hold.
+
+    >>> round(option_mass(math.log(0.5), math.log(0.25)), 6), option_mass(-math.inf, -math.inf)
+    (0.75, 0.0)
+    """
+    return math.exp(logp_a) + math.exp(logp_b)
+
+
+def warn_low_option_mass(scores: Sequence[Sequence[float]], low: float = LOW_OPTION_MASS) -> float | None:
+    """Log one warning when the reads' mean :func:`option_mass` is below ``low``; returns the mean (None if no reads).
+
+    A low mass means the model rarely answers with the option letters at all
+    (it would start with some other word): its p(A), a softmax over two
+    unlikely tokens, then says little about which answer it prefers.
+    """
+    masses = [option_mass(la, lb) for la, lb in scores if not (math.isnan(la) or math.isnan(lb))]
+    if not masses:
+        return None
+    mean = sum(masses) / len(masses)
+    if mean < low:
+        log.warning("feedback reads put only %.3f of the next-token probability on the option letters on average "
+                    "(p(A) + p(B) over %d reads, below %.2f): the model rarely answers with the option letters, "
+                    "so its p(A) is unreliable; try few-shot examples, an instruction-tuned feedback model, or "
+                    "check its chat template", mean, len(masses), low)
+    return mean
 
 
 def _finite(x: float) -> float:

@@ -31,7 +31,8 @@ from cai.train.ppo.math import entropy_from_logits, response_mask, token_logprob
 class PolicyWithValueHead(nn.Module):
     """A causal LM plus ``value_head``: a linear map of its last hidden state to one scalar per position.
 
-    ``forward`` returns ``(logits [B, L, V], values [B, L])``; the head runs in fp32.
+    ``forward`` returns ``(logits [B, L, V], values [B, L])``; the head runs in fp32, with autocast
+    switched off around it (under ``torch.autocast`` the trunk runs in bf16, the values stay fp32).
     """
 
     def __init__(self, policy: nn.Module, hidden_size: int | None = None):
@@ -47,7 +48,10 @@ class PolicyWithValueHead(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
             output_hidden_states=True, use_cache=False,
         )
-        values = self.value_head(out.hidden_states[-1].float()).squeeze(-1)  # [B, L]
+        hidden = out.hidden_states[-1]  # [B, L, H], in the trunk's (autocast) precision
+        # Autocast would run the head's matmul in bf16 again whatever its input: switch it off around the head.
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            values = self.value_head(hidden.float()).squeeze(-1)  # [B, L] fp32
         return out.logits, values
 
 
@@ -58,20 +62,6 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     [[0, 0, 0, 1, 2], [0, 1, 2, 3, 3]]
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every id that ends an answer: the tokenizer's EOS and the model's (generation) config EOS ids."""
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), getattr(model, "config", None)):
-        eos = getattr(src, "eos_token_id", None) if src is not None else None
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif eos:
-            ids.update(int(e) for e in eos)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return sorted(ids)
 
 
 # ------------------------------------------------------------------------- prompts

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from cai.backends.hf.loading import eos_token_ids
 from cai.train.ppo.config import PPOConfig
 from cai.train.ppo.math import (
     AdaptiveKLController,
@@ -44,7 +45,6 @@ from cai.train.ppo.math import (
 from cai.train.ppo.rollout import (
     PolicyWithValueHead,
     Rollout,
-    eos_token_ids,
     forward_response,
     sample_rollout,
 )

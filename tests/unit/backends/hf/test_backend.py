@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from cai.backends import Backend, make_backend
+from cai.backends import Backend, BackendSpec
 from cai.backends.hf.backend import HFBackend
+from cai.backends.spec import spec_from_options
 from cai.core.errors import CaiError
 from cai.core.records import SamplingParams
 
@@ -118,10 +119,10 @@ def test_score_continues_a_final_assistant_message(backend):
     assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
 
 
-def test_make_backend_and_unknown_kind(tiny_model_dir):
-    assert make_backend("hf", str(tiny_model_dir)).kind == "hf"
+def test_backend_spec_builds_and_refuses_an_unknown_kind(tiny_model_dir):
+    assert BackendSpec(name=str(tiny_model_dir)).build().kind == "hf"
     with pytest.raises(CaiError, match="unknown backend"):
-        make_backend("nope", "x")
+        spec_from_options("nope", "x")
 
 
 def test_model_without_chat_template_is_a_clear_error(tiny_model_no_template_dir):
@@ -147,3 +148,89 @@ def test_unknown_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CaiError, match="cannot load model"):
         HFBackend("no-such-org/no-such-model-xyz")
+
+
+# ----- SentencePiece-style tokenizers: an option letter on its own is not the letter in running text ------
+
+SP_TEMPLATE = (
+    "{% for m in messages %}{{ '<s>' + m['role'] + ': ' + m['content'] }}"
+    "{% if not loop.last or m['role'] != 'assistant' %}{{ '</s>' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<s>assistant: ' }}{% endif %}"
+)
+SP_CHAT = [{"role": "user", "content": "Which is kinder?"},
+           {"role": "assistant", "content": "The better response is ("}]
+
+
+def _sentencepiece_backend(pieces: list[str]) -> HFBackend:
+    """A tiny random Llama behind a Unigram tokenizer with a Metaspace pre-tokenizer (``▁`` before each word).
+
+    As in Llama-2 and Mistral v0.x, ``"A"`` alone encodes as ``▁A`` (a word start) while ``is (A`` ends
+    in ``▁(`` + ``A`` (or in one merged ``▁(A`` when that piece exists).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    chars = sorted(set("".join(pieces) + "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ():?!.,"))
+    vocab = [(p, 0.0) for p in specials] + [(c, -10.0) for c in chars if c not in pieces]
+    vocab += [(p, -1.0) for p in pieces]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    fast.chat_template = SP_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
+                         pad_token_id=fast.pad_token_id)
+    return HFBackend("tiny-sp", model_obj=LlamaForCausalLM(config), tokenizer=fast)
+
+
+def _joined_logprob(backend: HFBackend, chat, continuation: str) -> tuple[float, list[str]]:
+    """log p(continuation) from one forward pass over the chat's text + continuation, tokenized together.
+
+    The continuation's tokens are those of the joined text after its longest common token prefix with the
+    chat's text alone. Also returns those tokens.
+    """
+    tok = backend.tokenizer
+    text = tok.apply_chat_template(chat, tokenize=False, continue_final_message=True)
+    prefix = tok(text, add_special_tokens=False)["input_ids"]
+    joined = tok(text + continuation, add_special_tokens=False)["input_ids"]
+    m = next((i for i, (a, b) in enumerate(zip(prefix, joined)) if a != b), min(len(prefix), len(joined)))
+    with torch.no_grad():
+        logp = torch.log_softmax(backend.lm(torch.tensor([joined])).logits[0].float(), -1)
+    total = sum(float(logp[t - 1, joined[t]]) for t in range(m, len(joined)))
+    return total, tok.convert_ids_to_tokens(joined[m:])
+
+
+WORDS = ["▁user:", "▁assistant:", "▁Which", "▁is", "▁kinder?", "▁The", "▁better", "▁response", "▁("]
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_sentencepiece_option_is_scored_as_in_running_text(reuse_prefix):
+    backend = _sentencepiece_backend([*WORDS, "▁A", "▁B", "A", "B"])
+    backend.reuse_prefix = reuse_prefix
+    tok = backend.tokenizer
+    assert tok.convert_ids_to_tokens(tok("A", add_special_tokens=False)["input_ids"]) == ["▁A"]  # alone
+    scores = backend.score([SP_CHAT], [["A", "B"]])[0]
+    prefix = backend.render(SP_CHAT)
+    with torch.no_grad():
+        next_logp = torch.log_softmax(backend.lm(torch.tensor([prefix])).logits[0, -1].float(), -1)
+    for letter, got in zip("AB", scores):
+        want, tokens = _joined_logprob(backend, SP_CHAT, letter)
+        assert tokens == [letter]  # in running text: the bare letter after "▁("
+        (alone,) = tok(letter, add_special_tokens=False)["input_ids"]
+        assert float(next_logp[alone]) != pytest.approx(want, abs=1e-3)  # what scoring "▁A" would read
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_sentencepiece_option_merged_across_the_boundary():
+    # "▁(A" is one piece: the joined text re-tokenizes the prefix's last "▁(" into it.
+    backend = _sentencepiece_backend([*WORDS, "▁(A", "▁(B", "▁A", "▁B", "A", "B"])
+    scores = backend.score([SP_CHAT], [["A", "B"]])[0]
+    for letter, got in zip("AB", scores):
+        want, tokens = _joined_logprob(backend, SP_CHAT, letter)
+        assert tokens == [f"▁({letter}"]
+        assert got == pytest.approx(want, abs=1e-4)

@@ -68,3 +68,17 @@ def test_embedded_gguf_converts_once_and_loads_from_cache(monkeypatch, tmp_path)
     tok = loading.load_tokenizer("default")
     assert tok.chat_template and tok.padding_side == "left"
     assert not list((tmp_path / "models").glob(".convert-*"))  # no temp dir left behind
+
+
+def test_eos_ids_are_one_function_for_generation_and_ppo(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cai.backends.hf.backend import HFBackend
+    from cai.backends.hf.loading import eos_token_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")]
+    ids = eos_token_ids(model, tok)
+    assert ids == sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")})
+    assert HFBackend("tiny", model_obj=model, tokenizer=tok).eos_ids == set(ids)

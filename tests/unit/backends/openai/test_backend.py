@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.backends.openai.backend import OpenAIBackend, base_url_for, option_logprobs
+from cai.backends.openai.backend import OpenAIBackend
 from cai.backends.protocol import Backend, ScoringUnsupported, request_seed
 from cai.core.errors import CaiError
 from cai.core.records import SamplingParams
@@ -61,49 +61,6 @@ def server(servers):
 
 def chat(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
-
-
-# ----- pure functions -------------------------------------------------------------------------------
-
-
-def test_round_robin_assignment():
-    urls = ["http://a/v1", "http://b/v1", "http://c/v1"]
-    assert [base_url_for(k, urls) for k in range(7)] == [urls[k % 3] for k in range(7)]
-    assert {base_url_for(k, urls[:1]) for k in range(4)} == {"http://a/v1"}
-
-
-def top(*pairs: tuple[str, float]) -> list[dict]:
-    return [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs]
-
-
-def test_option_logprobs_letters_with_brackets():
-    # "(" is shared by both options and counts for neither; letter tokens decide.
-    lps = option_logprobs(
-        top(("(", -0.05), ("A", -3.0), (" A", -4.0), ("B", -5.0), ("(B", -6.0)), ["(A)", "(B)"]
-    )
-    assert lps[0] == pytest.approx(math.log(math.exp(-3.0) + math.exp(-4.0)))
-    assert lps[1] == pytest.approx(math.log(math.exp(-5.0) + math.exp(-6.0)))
-
-
-def test_option_logprobs_exact_prefix_and_shared_prefix():
-    entries = top(("Yes", -0.2), ("Y", -3.0), ("No", -2.0), ("Ap", -1.0))
-    yes, no = option_logprobs(entries, ["Yes", "No"])
-    assert yes == pytest.approx(math.log(math.exp(-0.2) + math.exp(-3.0)))
-    assert no == -2.0
-    # "Ap" is a prefix of both options: it tells them apart for neither.
-    apple, avocado = option_logprobs(top(("Ap", -0.5), ("Apple", -2.0), ("Z", -9.0)), ["Apple", "Apricot"])
-    assert apple == -2.0 and avocado == -9.0
-
-
-def test_option_logprobs_absent_and_empty_and_duplicates():
-    entries = top(("A", -1.0), ("The", -7.5))
-    assert option_logprobs(entries, ["A", "B", "C"]) == [-1.0, -7.5, -7.5]
-    assert option_logprobs([], ["A"]) == [-math.inf]
-    assert option_logprobs(top(("A", -1.0), ("A", -1.0)), ["A"]) == [-1.0]  # an identical entry counts once
-    assert option_logprobs(top(("A", -1.0), ("A", -2.0)), ["A"])[0] == pytest.approx(
-        math.log(math.exp(-1.0) + math.exp(-2.0))
-    )
-    assert option_logprobs(top(("\n", -0.1), ("A", -2.0)), [" A "]) == [-2.0]
 
 
 # ----- configuration, keys and secrets ----------------------------------------------------------------
@@ -185,10 +142,15 @@ class _Stub(BaseHTTPRequestHandler):
             time.sleep(1.0)
         if model == "bad":
             return self._send(400, {"error": {"message": "temperature:\n must be <= 2"}})
-        top = [
-            {"token": t, "logprob": lp, "bytes": None}
-            for t, lp in (("(", -0.1), ("A", -1.0), ("B", -2.0), ("x", -8.0))
-        ]
+        cap = {"tgi": 5, "tgi-no-top-n": 0}.get(model)
+        if cap is not None and body.get("top_logprobs", 0) > cap:  # TGI's router, --max-top-n-tokens cap
+            given = body["top_logprobs"]
+            message = f"Input validation error: `top_n_tokens` must be >= 0 and <= {cap}. Given: {given}"
+            return self._send(422, {"error": message, "error_type": "validation"})
+        listed = (("(", -0.1), ("A", -1.0), ("B", -2.0), ("x", -8.0))
+        if model == "no-options":  # neither option among the top logprobs
+            listed = (("(", -0.1), ("The", -2.0), ("x", -8.0))
+        top = [{"token": t, "logprob": lp, "bytes": None} for t, lp in listed[: body.get("top_logprobs", 20)]]
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": "(A)"},
@@ -253,6 +215,68 @@ def test_score_reads_top_logprobs(stub):
     assert "continue_final_message" not in first
     assert second["continue_final_message"] is True and second["add_generation_prompt"] is False
     assert second["messages"][-1] == {"role": "assistant", "content": "Reasoning. Answer: "}
+
+
+def test_score_requests_use_temperature_one(stub):
+    # Some servers return degenerate log-probs at temperature 0: the scoring request asks for the plain softmax.
+    OpenAIBackend("m", stub.base_url).score([chat("q")], [["A", "B"]])
+    assert [b["temperature"] for b in stub.bodies] == [1.0]
+
+
+def test_neither_option_listed_is_a_failed_read_not_a_coin_flip(stub):
+    from cai.stages.label.feedback import Ask, FeedbackReader, option_probability
+    from tests.helpers.fakes import constitution
+
+    backend = OpenAIBackend("no-options", stub.base_url)
+    scores = backend.score([chat("q")], [["A", "B"]])
+    assert scores == [[-math.inf, -math.inf]]
+    assert option_probability(*scores[0]) is None
+    const = constitution()
+    reads = FeedbackReader(backend, const, few_shot=False).read(
+        [Ask(prompt=[], answer_a="x", answer_b="y", principles=const.principles[:1])])[0]
+    assert [j.p_option_a for j in reads] == [None, None] and all(j.error for j in reads)
+    assert all(j.method == "logprobs" for j in reads)  # a counted failed read, not a fallback
+
+
+def test_neither_option_listed_is_a_counted_rubric_failure(stub):
+    from cai.constitution.load import load_constitution
+    from cai.core.records import CompletionRecord, Message, Provenance
+    from cai.eval.aggregate import harm_eval
+    from cai.eval.judging import rubric_judgements
+
+    rec = CompletionRecord(id="a0", prompt_id="p0", prompt=[Message(role="user", content="q")],
+                           completion=[Message(role="assistant", content="an answer")], finish_reason="stop",
+                           provenance=Provenance())
+    [judged] = rubric_judgements([("m", rec)], OpenAIBackend("no-options", stub.base_url),
+                                 load_constitution("harmless"), seed=0)
+    assert judged.value is None and judged.error
+    harm = harm_eval([rec], {rec.id: judged})
+    assert harm.judge_failures == 1 and (harm.harmful is None or harm.harmful.n == 0)  # not a "not harmful"
+
+
+@pytest.mark.parametrize("answer", ["Sure, here is how to bake bread.", "Certainly", "a b"])
+def test_multi_token_continuations_are_unsupported(stub, answer):
+    # Only the first generated position is visible: a whole answer (the eval's KL probe) cannot be scored.
+    backend = OpenAIBackend("m", stub.base_url)
+    with pytest.raises(ScoringUnsupported, match="only short options") as info:
+        backend.score([chat("q"), chat("r")], [["A", "B"], [answer]])
+    assert "first generated token" in str(info.value)
+    assert stub.bodies == []  # refused before any request
+    assert backend.score([chat("q")], [["(A)", " B ", "Yes", "No", "[[1]]"]])  # short options are fine
+    with pytest.raises(ValueError, match="empty continuation"):
+        backend.score([chat("q")], [["A", ""]])
+    with pytest.raises(ScoringUnsupported, match="only short options"):  # a blank answer: not an option either
+        backend.score([chat("q")], [["A", "  "]])
+
+
+def test_tgi_top_n_tokens_cap_is_learned_from_its_422(stub):
+    backend = OpenAIBackend("tgi", stub.base_url, max_retries=0)
+    assert backend.score([chat("q")], [["(A)", "(B)"]]) == [[-1.0, -2.0]]
+    assert [b["top_logprobs"] for b in stub.bodies] == [20, 5]  # rejected, then retried once at the cap
+    assert backend.score([chat("q2"), chat("q3")], [["A", "B"], ["A", "B"]]) == [[-1.0, -2.0]] * 2
+    assert [b["top_logprobs"] for b in stub.bodies[2:]] == [5, 5]  # remembered
+    with pytest.raises(ScoringUnsupported, match="top_n_tokens"):
+        OpenAIBackend("tgi-no-top-n", stub.base_url, max_retries=0).score([chat("q")], [["A", "B"]])
 
 
 def test_score_rejected_logprobs_is_unsupported(stub):

@@ -14,6 +14,8 @@ from cai.core.records import Judgement, LabelRecord, Message, Provenance
 from cai.stages.label.feedback import (
     ANSWER_PREFIX,
     OPTIONS,
+    Ask,
+    FeedbackReader,
     Read,
     combine_reads,
     feedback_chat,
@@ -104,6 +106,49 @@ def test_option_probability_is_a_two_way_softmax(la, lb):
     assert abs(p - math.exp(la) / (math.exp(la) + math.exp(lb))) < 1e-9 if max(la, lb) > -30 else True
     if abs(la - lb) > 1e-6:
         assert (p > 0.5) == (la > lb)
+
+
+class FixedScores:
+    """A backend whose score returns the same two option log-probs for every chat."""
+
+    model, kind = "fixed", "fake"
+
+    def __init__(self, la: float, lb: float):
+        self.pair = [la, lb]
+
+    def score(self, chats, continuations):
+        return [list(self.pair) for _ in chats]
+
+    def generate(self, chats, params):
+        raise AssertionError("scoring works: no generation")
+
+
+def _read(backend, n_asks: int = 2) -> list[Judgement]:
+    from tests.helpers.fakes import constitution as fake_constitution
+
+    const = fake_constitution()
+    asks = [Ask(prompt=[Message(role="user", content=f"q{i}")], answer_a="x", answer_b="y",
+                principles=const.principles[:2]) for i in range(n_asks)]
+    return [j for js in FeedbackReader(backend, const, few_shot=False).read(asks) for j in js]
+
+
+def test_both_options_absent_is_a_counted_failed_read():
+    reads = _read(FixedScores(-math.inf, -math.inf))
+    assert len(reads) == 8 and all(j.p_option_a is None and j.error for j in reads)
+    assert all(j.method == "logprobs" for j in reads)
+
+
+def test_low_option_mass_warns_once_per_call(caplog):
+    with caplog.at_level("WARNING", logger="cai.stages.label.feedback"):
+        reads = _read(FixedScores(math.log(0.04), math.log(0.02)))
+    warnings = [r for r in caplog.records if "option letters" in r.getMessage()]
+    assert len(warnings) == 1 and "0.06" in warnings[0].getMessage()
+    assert "unreliable" in warnings[0].getMessage()
+    assert reads[0].p_option_a == pytest.approx(2 / 3)  # the reads themselves still count
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cai.stages.label.feedback"):
+        _read(FixedScores(math.log(0.6), math.log(0.3)))
+    assert not [r for r in caplog.records if "option letters" in r.getMessage()]
 
 
 # ----------------------------------------------------------------------------- strict parser

@@ -145,14 +145,14 @@ def test_nan_reward_stops_and_saves(tmp_path, tiny_model_dir):
 
 
 def test_lora_run_saves_merged_model_and_adapter(tmp_path, tiny_model_dir):
-    from cai.train.common.models import LoraOptions
+    from cai.train.common.models import LoraOptions, ModelOptions
     from cai.train.ppo.run import train_ppo
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS[:4]))
     out = tmp_path / "lora"
     result = train_ppo(prompts, reward="toy:token=fox", output_dir=out, model=str(tiny_model_dir),
-                       lora=LoraOptions(r=4, alpha=8, dropout=0.0),
+                       options=ModelOptions(lora=LoraOptions(r=4, alpha=8, dropout=0.0)),
                        config=PPOConfig(learning_rate=5e-2, per_device_train_batch_size=4, response_length=6,
                                         temperature=1.0, max_steps=2))
     assert (out / "adapter" / "adapter_config.json").is_file()
@@ -248,7 +248,7 @@ def test_cli_ppo_bad_inputs_are_one_line(tmp_path, tiny_model_dir, prompt_file):
 def test_ppo_on_the_default_model_with_a_judge_reward(tmp_path, shared_data):
     """Direct RLAIF on real prompts: SmolLM2 (LoRA) answers XSTest prompts, SmolLM2 judges them."""
     from cai.backends.hf.backend import HFBackend
-    from cai.train.common.models import LoraOptions
+    from cai.train.common.models import LoraOptions, ModelOptions
     from cai.train.ppo.run import train_ppo
     from cai.train.rewards import JudgeReward
 
@@ -258,7 +258,7 @@ def test_ppo_on_the_default_model_with_a_judge_reward(tmp_path, shared_data):
     cfg = PPOConfig(learning_rate=1e-4, per_device_train_batch_size=4, num_ppo_epochs=2, response_length=12,
                     max_steps=2, seed=0)
     result = train_ppo(shared_data / "xstest_dev.jsonl", reward=judge, output_dir=out, model="default",
-                       lora=LoraOptions(r=8, alpha=16, dropout=0.0), config=cfg)
+                       options=ModelOptions(lora=LoraOptions(r=8, alpha=16, dropout=0.0)), config=cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     print("default-model PPO rows:", [{k: round(r[k], 4) for k in ("reward", "kl", "entropy", "clipfrac")}
                                       for r in rows])
