@@ -266,6 +266,13 @@ class JudgeReward:
                 f"judge model {getattr(self.backend, 'model', '?')} returns no log-probabilities: {exc}",
                 hint="use a backend with scoring (hf, or a server that returns logprobs)",
             ) from None
+        absent = sum(y == -math.inf and n == -math.inf for y, n in scores)
+        if absent:  # a reward of NaN would stop training with a misleading "non-finite loss"
+            raise CaiError(
+                f"judge model {getattr(self.backend, 'model', '?')} gave neither {self.options[0]!r} nor "
+                f"{self.options[1]!r} any probability for {absent} of {len(scores)} answer(s): no reward to give",
+                hint="use a judge whose log-probs list the Yes/No options (a larger or instruction-tuned model)",
+            )
         if self.output == "logodds":
             return [float(y - n) for y, n in scores]
         return [yes_probability(y, n) for y, n in scores]
