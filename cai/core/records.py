@@ -358,7 +358,9 @@ class RevisionRound(BaseModel):
     "Revision:"-style preamble stripped) and ``revision_raw`` exactly what the
     model said. ``flags`` name why the revision is unfit for SFT (``empty``,
     ``truncated``, ``unchanged``, ``leak-request``, ``leak-label``, ``leak-role``,
-    ``leak-template``); an empty list means it is clean.
+    ``leak-template``, ``repetition``, ``copy-example``, ``copy-critique``,
+    ``about-response``, ``off-topic``, ``critique-copy-example``: see
+    :mod:`cai.stages.critique.cleaning`); an empty list means it is clean.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -384,7 +386,10 @@ class RevisionRecord(BaseModel):
     system turn or the constitution none). ``kind`` is ``revision`` (answer, then
     ``rounds``) or ``helpful`` (a plain answer to a benign prompt, no rounds,
     mixed into the SFT set). ``answer_flags`` say whether the initial answer
-    itself is unfit (``empty``, ``truncated``, ``leak-role``, ``leak-template``).
+    itself is unfit (``empty``, ``truncated``, ``leak-role``, ``leak-template``,
+    ``repetition``, ``copy-example``). ``few_shot`` is the number of the constitution's examples shown
+    before critiques and revisions, ``answer_few_shot`` the number shown before the
+    initial answer.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -402,6 +407,7 @@ class RevisionRecord(BaseModel):
     rounds: list[RevisionRound] = Field(default_factory=list)
     no_critique: bool = False
     few_shot: int = 0
+    answer_few_shot: int = 0
     provenance: Provenance
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -20,6 +20,16 @@ batch it shared; drawing ``k`` rounds gives the first ``k`` draws of a longer ru
 
 Helpful mixing: ``helpful`` prompts get a plain answer and no rounds (``kind ==
 "helpful"``); :func:`select_helpful` picks them from a pool deterministically.
+
+Answer few-shot: with ``answer_few_shot`` the initial answers of red-team prompts
+(not the helpful ones) are made after the constitution's examples shown as good
+answers (:func:`~cai.stages.critique.prompts.answer_example_turns`), so that the
+answer under the constitution can itself be a distillation target
+(``sft_source`` ``initial`` or ``best`` in :mod:`cai.stages.critique.outputs`).
+
+Each revision is checked by every rule of :mod:`cai.stages.critique.cleaning`
+as it is made, with the prompt, the initial answer, the round's critique and the
+constitution's example texts; the flags are stored in the round.
 """
 
 from __future__ import annotations
@@ -43,9 +53,10 @@ from cai.core.records import (
     make_id,
     to_chat,
 )
-from cai.stages.critique.cleaning import answer_flags, clean_revision
+from cai.stages.critique.cleaning import answer_flags, clean_revision, example_texts, prompt_text
 from cai.stages.critique.prompts import (
     answer_chat,
+    answer_example_turns,
     critique_chat,
     example_turns,
     revision_chat,
@@ -61,7 +72,8 @@ class CritiqueConfig(BaseModel):
 
     ``batch_size`` is how many prompts advance through the rounds together (each
     with its ``samples_per_prompt`` samples); ``few_shot`` shows the
-    constitution's examples before critiques and revisions.
+    constitution's examples before critiques and revisions; ``answer_few_shot``
+    shows them (prompt -> revision) before the initial answer of red-team prompts.
 
     >>> CritiqueConfig().rounds, CritiqueConfig(rounds=4, no_critique=True).no_critique
     (2, True)
@@ -72,6 +84,7 @@ class CritiqueConfig(BaseModel):
     samples_per_prompt: int = Field(1, ge=1, le=64)
     no_critique: bool = False
     few_shot: bool = True
+    answer_few_shot: bool = False
     params: SamplingParams = DEFAULT_PARAMS
     batch_size: int = Field(16, ge=1)
 
@@ -93,11 +106,22 @@ def record_id(
     True
     >>> record_id("revision", "p", 0, "m", "hf", c, "h") == record_id("revision", "p", 1, "m", "hf", c, "h")
     False
+
+    ``answer_few_shot`` enters the id only when it is on, so older ids stay valid:
+
+    >>> shots = c.model_copy(update={"answer_few_shot": True})
+    >>> record_id("revision", "p", 0, "m", "hf", c, "h") == record_id("revision", "p", 0, "m", "hf", shots, "h")
+    False
+    >>> record_id("helpful", "p", 0, "m", "hf", c, "h") == record_id("helpful", "p", 0, "m", "hf", shots, "h")
+    True
     """
     params = config.params.model_dump(exclude={"n"})
     if kind == "helpful":  # a plain answer: rounds and critique settings do not matter
         return make_id("helpful", prompt_id, sample, model, backend, params, constitution_hash)
-    settings = {"rounds": config.rounds, "no_critique": config.no_critique, "few_shot": config.few_shot}
+    settings: dict[str, object] = {"rounds": config.rounds, "no_critique": config.no_critique,
+                                   "few_shot": config.few_shot}
+    if config.answer_few_shot:
+        settings["answer_few_shot"] = True
     return make_id("revision", prompt_id, sample, model, backend, params, settings, constitution_hash)
 
 
@@ -163,6 +187,8 @@ def critique_revise(
     """
     config = config or CritiqueConfig()
     _few_shot(constitution, constitution.principles[0], config)  # a bad example fails before any model call
+    if config.answer_few_shot:
+        answer_example_turns(constitution)
     items = [(p, "revision") for p in prompts] + [(p, "helpful") for p in helpful]
     batch: list[list[_Trace]] = []
     queued: set[str] = set()  # a prompt listed twice has one id: compute it once
@@ -213,7 +239,9 @@ def _run_batch(
 ) -> Iterator[RevisionRecord]:
     params = config.params
     # Step 0: one chat per prompt, n samples each; sample k goes to trace k (resumed samples are dropped).
-    chats = [answer_chat(g[0].system, g[0].turns) for g in groups]
+    answer_shots = answer_example_turns(constitution) if config.answer_few_shot else []
+    chats = [answer_chat(g[0].system, g[0].turns, answer_shots if g[0].kind == "revision" else None)
+             for g in groups]
     answers = _generate(backend, chats, params.model_copy(update={"n": config.samples_per_prompt}), "answers", on_step)
     for gen in answers:
         for t in groups[gen.index]:
@@ -222,6 +250,7 @@ def _run_batch(
                 t.conversation = [*t.turns, Message(role="assistant", content=gen.text)]
     traces = [t for g in groups for t in g]
     revising = [t for t in traces if t.kind == "revision"]
+    examples = example_texts(constitution.examples)
     for r in range(1, config.rounds + 1):
         if not revising:
             break
@@ -237,7 +266,7 @@ def _run_batch(
             for t in revising
         ]
         for gen in _generate(backend, chats, params, f"round {r} revisions", on_step):
-            _add_round(revising[gen.index], r, gen)
+            _add_round(revising[gen.index], r, gen, examples)
     for t in traces:
         yield _record(t, constitution, backend, config)
 
@@ -248,11 +277,15 @@ def _few_shot(constitution: Constitution, principle: Principle, config: Critique
     return example_turns(constitution, principle, critique=not config.no_critique)
 
 
-def _add_round(t: _Trace, r: int, gen: Generation) -> None:
+def _add_round(t: _Trace, r: int, gen: Generation, examples: list[str]) -> None:
     """Clean a revision, record the round, and grow the conversation with it."""
     p = t.principles[r - 1]
     crit = t.pending_critique
-    text, flags = clean_revision(gen.text, gen.finish_reason, t.latest, [p.critique if crit else None, p.revision])
+    assert t.answer is not None, "every trace gets an answer in step 0"
+    text, flags = clean_revision(
+        gen.text, gen.finish_reason, t.latest, [p.critique if crit else None, p.revision],
+        prompt=prompt_text(t.turns), answer=t.answer.text, critique=crit.text if crit else None, examples=examples,
+    )
     t.rounds.append(
         RevisionRound(
             index=r,
@@ -286,10 +319,13 @@ def _record(t: _Trace, constitution: Constitution, backend: Backend, config: Cri
         answer=t.answer.text,
         answer_finish_reason=t.answer.finish_reason,
         answer_tokens=t.answer.completion_tokens,
-        answer_flags=answer_flags(t.answer.text, t.answer.finish_reason),
+        answer_flags=answer_flags(t.answer.text, t.answer.finish_reason, context=[prompt_text(t.turns)],
+                                  examples=example_texts(constitution.examples)
+                                  if config.answer_few_shot and t.kind == "revision" else ()),
         rounds=t.rounds,
         no_critique=config.no_critique,
         few_shot=len(constitution.examples) if config.few_shot and t.kind == "revision" else 0,
+        answer_few_shot=len(constitution.examples) if config.answer_few_shot and t.kind == "revision" else 0,
         provenance=Provenance(
             constitution=constitution.ref(),
             principle_ids=[r.principle_id for r in t.rounds],

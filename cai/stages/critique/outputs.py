@@ -7,35 +7,191 @@ rebuilds everything else from it, deterministically and atomically (tmp file +
 * ``sft.jsonl``: :class:`~cai.core.records.SFTRecord` rows in TRL's conversational
   prompt/completion format. The prompt is the prompt's own turns (the
   constitution's system prompt is left out, so the tuned model behaves well
-  without it); the completion is the revision of round ``sft_round`` (default:
-  the last round) or, when that revision is flagged, the latest unflagged
-  revision before it. A trace with no unflagged revision at or before that round
-  is left out (counted in ``left_out``). A ``helpful`` trace contributes its
-  plain answer (round 0) unless the answer is flagged.
+  without it); the completion of a red-team trace depends on ``sft_source``:
+
+  - ``revision`` (default): the revision of round ``sft_round`` (default: the
+    last round) or, when that revision is flagged, the latest unflagged revision
+    before it; a trace with no unflagged revision at or before that round is left
+    out (counted in ``left_out``, with the flags that ruled its revisions out);
+  - ``initial``: context distillation. The initial answer, made under the
+    constitution's system prompt (and its examples with ``answer_few_shot``),
+    trained on without it, so the behaviour the prompt elicits moves into the
+    weights. Nothing is generated again; a flagged answer is left out;
+  - ``best``: the revision above where it is clean and, when the judge of
+    :mod:`cai.stages.critique.best` has signal, judged better than the initial
+    answer; otherwise the initial answer (if it is clean). When the judge has no
+    signal its verdicts are ignored (a clean revision is kept); when the answer
+    is flagged a clean revision is kept whatever the judge says.
+
+  A ``helpful`` trace contributes its plain answer (round 0) unless the answer
+  is flagged.
+
 * ``pairs_revision.jsonl`` (on request): the SFT revision preferred over the
   initial answer, as :class:`~cai.core.records.PreferenceRecord` with
   ``source="revision"`` and ``p_chosen=1.0``: the shortcut of the Hugging Face
   recipe, not an AI label.
 * ``stats.json``: counts, % revised, % of revisions flagged by reason,
-  per-principle counts and mean lengths (characters) before and after.
+  per-principle counts and mean lengths (characters) before and after; how
+  many SFT rows survived, where they come from (``sft_from``), why
+  (``sft_why``) and why the others were left out (``left_out_why``); with
+  ``best``, the judge's signal verdict (``judge``).
+
+Before choosing, every trace is re-checked by today's rules of
+:mod:`cai.stages.critique.cleaning` (:func:`regate`), so a run made before a
+rule existed gets it too; flags stored at generation time are kept as well.
+Rules that need the constitution's few-shot examples run when ``constitution``
+is given.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cai.core.atomic_files import write_json_atomic, write_records_atomic
+from cai.core.errors import CaiError
 from cai.core.jsonl import PathLike, read_records
 from cai.core.records import Message, PreferenceRecord, RevisionRecord, SFTRecord, make_id
-from cai.stages.critique.cleaning import FLAGS
+from cai.stages.critique.cleaning import FLAGS, answer_flags, clean_revision, example_texts, prompt_text
+
+if TYPE_CHECKING:
+    from cai.constitution.schema import Constitution
 
 log = logging.getLogger(__name__)
 
 SFT_FILE, PAIRS_FILE, STATS_FILE, REVISIONS_FILE = "sft.jsonl", "pairs_revision.jsonl", "stats.json", "revisions.jsonl"
+
+SFTSource = Literal["revision", "initial", "best"]
+SFT_SOURCES: tuple[SFTSource, ...] = ("revision", "initial", "best")
+
+
+def _merge(flags: Sequence[str], stored: Sequence[str]) -> list[str]:
+    """Both lists of flags, known ones in :data:`FLAGS` order, unknown stored ones after.
+
+    >>> _merge(["repetition"], ["truncated", "old-rule"])
+    ['truncated', 'repetition', 'old-rule']
+    """
+    both = set(flags) | set(stored)
+    return [f for f in FLAGS if f in both] + [f for f in dict.fromkeys(stored) if f not in FLAGS]
+
+
+def regate(record: RevisionRecord, examples: Sequence[str] | None = None) -> RevisionRecord:
+    """The record with today's cleaning rules applied to its stored raw texts; stored flags are kept too.
+
+    ``examples`` (:func:`~cai.stages.critique.cleaning.example_texts` of the
+    constitution) switch on the few-shot copy rules; without them only the flags
+    stored at generation time say whether a text copies an example.
+
+    >>> from cai.core.records import Provenance, RevisionRound
+    >>> loop = "This is not a compliment. " * 6
+    >>> rec = RevisionRecord(id="x", prompt_id="p", prompt=[Message(role="user", content="q")], answer="a",
+    ...     answer_finish_reason="stop", provenance=Provenance(), rounds=[RevisionRound(index=1,
+    ...     principle_id="p", revision_request="r", revision=loop, revision_raw=loop, revision_finish_reason="stop",
+    ...     flags=["old-rule"])])
+    >>> regate(rec).rounds[0].flags
+    ['repetition', 'old-rule']
+    """
+    prompt = prompt_text(record.prompt)
+    previous, rounds = record.answer, []
+    for rnd in record.rounds:
+        _, flags = clean_revision(
+            rnd.revision_raw, rnd.revision_finish_reason, previous, [rnd.critique_request, rnd.revision_request],
+            prompt=prompt, answer=record.answer, critique=rnd.critique, examples=examples or (),
+        )
+        rounds.append(rnd.model_copy(update={"flags": _merge(flags, rnd.flags)}))
+        previous = rnd.revision
+    shown = examples if record.answer_few_shot and examples else ()
+    answer = _merge(answer_flags(record.answer, record.answer_finish_reason, examples=shown, context=[prompt]),
+                    record.answer_flags)
+    return record.model_copy(update={"rounds": rounds, "answer_flags": answer})
+
+
+@dataclass(frozen=True)
+class SFTPick:
+    """What a trace puts in ``sft.jsonl``: ``round`` (0: its answer), the text, where it comes from and why."""
+
+    round: int
+    text: str
+    source: Literal["revision", "initial", "helpful"]
+    why: str
+
+
+def answer_ok(record: RevisionRecord) -> bool:
+    return not record.answer_flags and bool(record.answer.strip())
+
+
+def pick_sft(
+    record: RevisionRecord,
+    sft_source: SFTSource = "revision",
+    sft_round: int | None = None,
+    judged: Mapping[str, float] | None = None,
+    judge_signal: bool = False,
+) -> tuple[SFTPick | None, list[str]]:
+    """The SFT target of a (re-gated) trace under ``sft_source``, or None with the reasons it is left out.
+
+    ``judged`` maps trace ids to p(the revision is better than the initial answer)
+    (:func:`cai.stages.critique.best.judge_revisions`); it is used by ``best`` only
+    when ``judge_signal``. Reasons of a left-out trace are ``revision: <flag>``
+    (each flag of the revisions considered) and ``answer: <flag>``.
+
+    >>> from cai.core.records import Provenance, RevisionRound
+    >>> rnd = RevisionRound(index=1, principle_id="p", revision_request="r", revision="rev", revision_raw="rev",
+    ...                     revision_finish_reason="stop")
+    >>> rec = RevisionRecord(id="x", prompt_id="p", prompt=[Message(role="user", content="q")], answer="ans",
+    ...     answer_finish_reason="stop", rounds=[rnd], provenance=Provenance())
+    >>> pick_sft(rec)[0]
+    SFTPick(round=1, text='rev', source='revision', why='clean revision')
+    >>> pick_sft(rec, "initial")[0].text
+    'ans'
+    >>> pick_sft(rec, "best", judged={"x": 0.3}, judge_signal=True)[0].why
+    'judged not better'
+    >>> pick_sft(rec, "best", judged={"x": 0.3}, judge_signal=False)[0].why
+    'clean revision, judge has no signal'
+    >>> pick_sft(rec.model_copy(update={"answer_flags": ["truncated"]}), "initial")
+    (None, ['answer: truncated'])
+    """
+    if sft_source not in SFT_SOURCES:
+        raise CaiError(f"sft_source {sft_source!r} is not one of {', '.join(SFT_SOURCES)}",
+                       hint="use --sft-source revision, initial or best")
+    if record.kind == "helpful":
+        if answer_ok(record):
+            return SFTPick(0, record.answer, "helpful", "helpful answer"), []
+        return None, [f"answer: {f}" for f in record.answer_flags or ["empty"]]
+    target = target_round(record, sft_round)
+    considered = record.rounds[:target]
+    rev = next(((r.index, r.revision) for r in reversed(considered) if not r.flags), None)
+    rev_reasons = [f"revision: {f}" for f in dict.fromkeys(f for r in considered for f in r.flags)]
+    if not considered:
+        rev_reasons = ["revision: no round"]
+    ans_reasons = [f"answer: {f}" for f in record.answer_flags or ([] if record.answer.strip() else ["empty"])]
+    initial = SFTPick(0, record.answer, "initial", "") if answer_ok(record) else None
+
+    def revision(why: str) -> SFTPick:
+        assert rev is not None
+        return SFTPick(rev[0], rev[1], "revision", why if rev[0] == target else f"{why} (earlier round)")
+
+    if sft_source == "revision":
+        return (revision("clean revision"), []) if rev else (None, rev_reasons)
+    if sft_source == "initial":
+        return (SFTPick(0, record.answer, "initial", "initial answer"), []) if initial else (None, ans_reasons)
+    if rev is None:
+        if initial is None:
+            return None, rev_reasons + ans_reasons
+        return SFTPick(0, record.answer, "initial", "revision flagged"), []
+    if initial is None:
+        return revision("answer flagged"), []
+    if not judge_signal:
+        return revision("clean revision, judge has no signal"), []
+    p = (judged or {}).get(record.id)
+    if p is None:
+        return SFTPick(0, record.answer, "initial", "not judged"), []
+    if p > 0.5:
+        return revision("judged better"), []
+    return SFTPick(0, record.answer, "initial", "judged not better"), []
 
 
 def sft_choice(record: RevisionRecord, sft_round: int | None = None) -> tuple[int, str] | None:
@@ -62,7 +218,7 @@ def sft_choice(record: RevisionRecord, sft_round: int | None = None) -> tuple[in
     return None
 
 
-def _target(record: RevisionRecord, sft_round: int | None) -> int:
+def target_round(record: RevisionRecord, sft_round: int | None) -> int:
     if record.kind == "helpful":
         return 0
     return len(record.rounds) if sft_round is None else min(sft_round, len(record.rounds))
@@ -74,9 +230,22 @@ def _provenance(record: RevisionRecord, round_: int):
     )
 
 
-def sft_record(record: RevisionRecord, choice: tuple[int, str], sft_round: int | None = None) -> SFTRecord:
-    """The SFT row for a trace and its chosen ``(round, text)``."""
+def sft_record(record: RevisionRecord, choice: tuple[int, str], sft_round: int | None = None,
+               pick: SFTPick | None = None) -> SFTRecord:
+    """The SFT row for a trace and its chosen ``(round, text)``.
+
+    With a ``pick`` of a non-default source (an initial answer, or a ``best``
+    choice), the row's metadata also says ``sft_source`` and ``why``.
+    """
     round_, text = choice
+    metadata: dict[str, Any] = {
+        "prompt_id": record.prompt_id,
+        "sample_index": record.sample_index,
+        "fallback": (pick is None or pick.source != "initial") and round_ < target_round(record, sft_round),
+        "prompt_metadata": record.metadata,
+    }
+    if pick is not None:
+        metadata["sft_source"], metadata["why"] = pick.source, pick.why
     return SFTRecord(
         id=make_id("sft", record.id, round_),
         prompt=record.prompt,
@@ -85,12 +254,7 @@ def sft_record(record: RevisionRecord, choice: tuple[int, str], sft_round: int |
         kind=record.kind,
         round=round_,
         provenance=_provenance(record, round_),
-        metadata={
-            "prompt_id": record.prompt_id,
-            "sample_index": record.sample_index,
-            "fallback": round_ < _target(record, sft_round),
-            "prompt_metadata": record.metadata,
-        },
+        metadata=metadata,
     )
 
 
@@ -134,12 +298,29 @@ def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
-def compute_stats(records: Sequence[RevisionRecord], sft_round: int | None = None) -> dict[str, Any]:
-    """Counts, % revised, flags by reason, per-principle counts and mean lengths (characters)."""
+def compute_stats(
+    records: Sequence[RevisionRecord],
+    sft_round: int | None = None,
+    *,
+    sft_source: SFTSource = "revision",
+    judged: Mapping[str, float] | None = None,
+    judge_signal: bool = False,
+) -> dict[str, Any]:
+    """Counts, % revised, flags by reason, per-principle counts, mean lengths (characters), and the SFT choice.
+
+    ``sft_rows`` = ``sft_revision_rows`` (completions that are revisions) +
+    ``sft_initial_rows`` (initial answers of red-team traces) + ``sft_helpful_rows``;
+    ``sft_from`` repeats the first two; ``sft_why`` counts why each red-team row
+    has its source and ``left_out_why`` why the other traces have none (each reason
+    of :func:`pick_sft` once per trace); ``answer_flags`` counts the flags of the
+    red-team traces' initial answers.
+    """
     revs = [r for r in records if r.kind == "revision"]
     helpful = [r for r in records if r.kind == "helpful"]
-    choices = {r.id: sft_choice(r, sft_round) for r in records}
-    chosen = [r for r in revs if choices[r.id] is not None]
+    picks = {r.id: pick_sft(r, sft_source, sft_round, judged, judge_signal) for r in records}
+    chosen = [r for r in revs if picks[r.id][0] is not None]
+    as_revision = [r for r in chosen if picks[r.id][0].source == "revision"]  # type: ignore[union-attr]
+    as_initial = [r for r in chosen if picks[r.id][0].source == "initial"]  # type: ignore[union-attr]
     rounds = [rnd for r in revs for rnd in r.rounds]
     by_flag = Counter(f for rnd in rounds for f in rnd.flags)
     principles: dict[str, dict[str, int]] = {}
@@ -147,7 +328,11 @@ def compute_stats(records: Sequence[RevisionRecord], sft_round: int | None = Non
         entry = principles.setdefault(rnd.principle_id, {"rounds": 0, "flagged": 0})
         entry["rounds"] += 1
         entry["flagged"] += bool(rnd.flags)
-    from_round = Counter(choices[r.id][0] for r in chosen)  # type: ignore[index]
+    from_round = Counter(picks[r.id][0].round for r in chosen)  # type: ignore[union-attr]
+    why = Counter(picks[r.id][0].why for r in chosen)  # type: ignore[union-attr]
+    left_why = Counter(reason for r in revs if picks[r.id][0] is None for reason in picks[r.id][1])
+    helpful_why = Counter(reason for r in helpful if picks[r.id][0] is None for reason in picks[r.id][1])
+    answer_flag_counts = Counter(f for r in revs for f in r.answer_flags)
     return {
         "records": len(records),
         "revision_records": len(revs),
@@ -155,26 +340,44 @@ def compute_stats(records: Sequence[RevisionRecord], sft_round: int | None = Non
         "prompts": len({r.prompt_id for r in revs}),
         "rounds": max((len(r.rounds) for r in revs), default=0),
         "sft_round": sft_round if sft_round is not None else "last",
-        "sft_rows": len(chosen) + sum(choices[r.id] is not None for r in helpful),
-        "sft_revision_rows": len(chosen),
-        "sft_helpful_rows": sum(choices[r.id] is not None for r in helpful),
+        "sft_source": sft_source,
+        "sft_rows": len(chosen) + sum(picks[r.id][0] is not None for r in helpful),
+        "sft_revision_rows": len(as_revision),
+        "sft_initial_rows": len(as_initial),
+        "sft_helpful_rows": sum(picks[r.id][0] is not None for r in helpful),
+        "sft_from": {"revision": len(as_revision), "initial": len(as_initial)},
+        "sft_why": dict(sorted(why.items())),
         "sft_from_round": {str(k): from_round[k] for k in sorted(from_round)},
-        "sft_fallbacks": sum(choices[r.id][0] < _target(r, sft_round) for r in chosen),  # type: ignore[index]
+        "sft_fallbacks": sum(picks[r.id][0].round < target_round(r, sft_round) for r in as_revision),  # type: ignore[union-attr]
         "left_out": len(revs) - len(chosen),
-        "helpful_left_out": sum(choices[r.id] is None for r in helpful),
-        "revised_pct": _pct(len(chosen), len(revs)),
+        "left_out_why": dict(sorted(left_why.items())),
+        "helpful_left_out": sum(picks[r.id][0] is None for r in helpful),
+        "helpful_left_out_why": dict(sorted(helpful_why.items())),
+        "revised_pct": _pct(len(as_revision), len(revs)),
         "revisions": len(rounds),
         "flagged_revisions": sum(bool(rnd.flags) for rnd in rounds),
         "flagged_pct": _pct(sum(bool(rnd.flags) for rnd in rounds), len(rounds)),
         "flags": {f: {"count": by_flag[f], "pct": _pct(by_flag[f], len(rounds))} for f in FLAGS},
+        "flagged_answers": sum(bool(r.answer_flags) for r in revs),
+        "answer_flags": {f: answer_flag_counts[f] for f in sorted(answer_flag_counts)},
         "principles": {k: principles[k] for k in sorted(principles)},
         "mean_chars": {
             "answer": _mean([len(r.answer) for r in revs]),
-            "answer_of_revised": _mean([len(r.answer) for r in chosen]),
-            "sft_revision": _mean([len(choices[r.id][1]) for r in chosen]),  # type: ignore[index]
+            "answer_of_revised": _mean([len(r.answer) for r in as_revision]),
+            "sft_revision": _mean([len(picks[r.id][0].text) for r in as_revision]),  # type: ignore[union-attr]
+            "sft_initial": _mean([len(r.answer) for r in as_initial]),
             "helpful_answer": _mean([len(r.answer) for r in helpful]),
         },
     }
+
+
+def _counts(d: Mapping[str, int]) -> str:
+    """``"a 2, b 1"`` (most frequent first), or ``"none"``.
+
+    >>> _counts({"b": 1, "a": 2}), _counts({})
+    ('a 2, b 1', 'none')
+    """
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
 
 
 def format_summary(stats: dict[str, Any]) -> str:
@@ -191,9 +394,22 @@ def format_summary(stats: dict[str, Any]) -> str:
         f"principles (rounds): {principles}",
         f"mean chars: answer {mc['answer']}, revised answers before {mc['answer_of_revised']} -> after {mc['sft_revision']}"
         + (f", helpful answer {mc['helpful_answer']}" if stats["helpful_records"] else ""),
-        f"sft rows: {stats['sft_rows']} ({stats['sft_revision_rows']} revisions + {stats['sft_helpful_rows']} helpful)"
+        f"sft rows: {stats['sft_rows']} ({stats['sft_revision_rows']} revisions + "
+        f"{stats.get('sft_initial_rows', 0)} initial answers + {stats['sft_helpful_rows']} helpful)"
         + (f"; revision pairs: {stats['pairs']}" if stats.get("pairs") is not None else ""),
     ]
+    if "sft_why" in stats:
+        lines.append(f"sft source {stats['sft_source']}: {_counts(stats['sft_why'])}")
+        lines.append(f"left out {stats['left_out']} red-team trace(s): {_counts(stats['left_out_why'])}"
+                     + (f"; helpful left out {stats['helpful_left_out']}: {_counts(stats['helpful_left_out_why'])}"
+                        if stats["helpful_left_out"] else ""))
+    judge = stats.get("judge")
+    if judge is not None:
+        f = judge["figures"]
+        verdict = "yes" if judge["signal"] else f"no ({'; '.join(judge['reasons'])})"
+        lines.append(f"judge (revision vs initial answer): signal {verdict}; {f.get('judged', 0)} judged pair(s)"
+                     + (f", position consistency {100 * f['consistency']:.1f}%" if f.get("consistency") is not None
+                        else ""))
     return "\n".join(lines)
 
 
@@ -203,13 +419,26 @@ def derive_outputs(
     sft_round: int | None = None,
     revision_pairs: bool = False,
     ids: set[str] | None = None,
+    sft_source: SFTSource = "revision",
+    judged: Mapping[str, float] | None = None,
+    judge_signal: bool = False,
+    judge: dict[str, Any] | None = None,
+    constitution: Constitution | None = None,
 ) -> dict[str, Any]:
     """Rebuild ``sft.jsonl``, ``stats.json`` (and ``pairs_revision.jsonl``) from ``revisions.jsonl``.
 
     ``ids`` restricts the derived files to the traces of the current settings;
     other traces in the file are counted (``other_records``) and left out.
+    ``constitution`` switches on the few-shot copy rules of :func:`regate`.
+    ``sft_source`` picks the SFT targets (module doc). With ``best``, ``judged``
+    (trace id -> p(revision better)) and ``judge_signal`` come from
+    :func:`cai.stages.critique.best.judge_best`, and ``judge`` (its verdict and
+    figures) goes into the stats.
     """
     out = Path(out_dir)
+    if sft_source not in SFT_SOURCES:
+        raise CaiError(f"sft_source {sft_source!r} is not one of {', '.join(SFT_SOURCES)}",
+                       hint="use --sft-source revision, initial or best")
     source = out / REVISIONS_FILE
     records = read_records(source, RevisionRecord) if source.exists() else []
     kept = [r for r in records if ids is None or r.id in ids]
@@ -218,13 +447,18 @@ def derive_outputs(
             "%s: %d trace(s) come from other settings and are left out of the derived files "
             "(use a fresh --output-dir to keep runs apart)", source, len(records) - len(kept),
         )
-    choices = [(r, sft_choice(r, sft_round)) for r in kept]
-    n_sft = write_records_atomic(out / SFT_FILE, [sft_record(r, c, sft_round) for r, c in choices if c])
-    stats = compute_stats(kept, sft_round)
+    examples = example_texts(constitution.examples) if constitution is not None else None
+    gated = [regate(r, examples) for r in kept]
+    picks = [(r, pick_sft(r, sft_source, sft_round, judged, bool(judge_signal))[0]) for r in gated]
+    rows = [sft_record(r, (p.round, p.text), sft_round, p if sft_source != "revision" else None)
+            for r, p in picks if p is not None]
+    n_sft = write_records_atomic(out / SFT_FILE, rows)
+    stats = compute_stats(gated, sft_round, sft_source=sft_source, judged=judged, judge_signal=bool(judge_signal))
     stats["other_records"] = len(records) - len(kept)
+    stats["judge"] = judge
     stats["pairs"] = None
     if revision_pairs:
-        pairs = [p for r, c in choices if c for p in [revision_pair(r, c)] if p is not None]
+        pairs = [x for r, p in picks if p is not None for x in [revision_pair(r, (p.round, p.text))] if x is not None]
         stats["pairs"] = write_records_atomic(out / PAIRS_FILE, pairs)
     write_json_atomic(out / STATS_FILE, stats)
     log.info("derived %s (%d rows)%s and %s from %s", out / SFT_FILE, n_sft,

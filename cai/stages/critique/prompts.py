@@ -26,9 +26,14 @@ constitution's ``system_prompt`` (none if that is empty). Each few-shot example
 ``assistant: response, user: critique request, assistant: critique, user:
 revision request, assistant: revision``, the requests coming from
 :meth:`~cai.constitution.schema.Constitution.example_requests` for the round's
-principle. The requests are the constitution's text, unchanged. The few-shot
-examples are shown for critiques and revisions only: the initial answer is the
-policy's plain answer to the prompt.
+principle. The requests are the constitution's text, unchanged. By default the
+few-shot examples are shown for critiques and revisions only: the initial answer
+is the policy's plain answer to the prompt. With ``answer_few_shot``
+(:class:`~cai.stages.critique.loop.CritiqueConfig`) the answer's chat gets them
+too, as demonstrations of good answers, each example's prompt turns followed by
+its *revision* (:func:`answer_example_turns`)::
+
+    [system] EX_1.prompt... assistant: EX_1.revision ... EX_k...  P...          -> answer
 """
 
 from __future__ import annotations
@@ -73,13 +78,7 @@ def example_turns(constitution: Constitution, principle: Principle, critique: bo
     """
     turns: list[Message] = []
     for i, ex in enumerate(constitution.examples):
-        prompt = as_messages(ex.prompt)
-        if any(m.role == "system" for m in prompt):
-            raise CaiError(
-                f"constitution {constitution.name!r}: examples.{i}.prompt: has a system turn, which cannot "
-                "appear mid-conversation",
-                hint="drop the system turn from the example's prompt",
-            )
+        prompt = _example_prompt(constitution, i)
         crit_req, rev_req = constitution.example_requests(ex, principle)
         turns += [*prompt, Message(role="assistant", content=ex.response)]
         if critique:
@@ -88,13 +87,43 @@ def example_turns(constitution: Constitution, principle: Principle, critique: bo
     return turns
 
 
-def answer_chat(system: str | None, turns: list[Message]) -> list[Message]:
-    """The chat that asks for the initial answer: ``[system] + prompt turns``.
+def _example_prompt(constitution: Constitution, i: int) -> list[Message]:
+    prompt = as_messages(constitution.examples[i].prompt)
+    if any(m.role == "system" for m in prompt):
+        raise CaiError(
+            f"constitution {constitution.name!r}: examples.{i}.prompt: has a system turn, which cannot "
+            "appear mid-conversation",
+            hint="drop the system turn from the example's prompt",
+        )
+    return prompt
+
+
+def answer_example_turns(constitution: Constitution) -> list[Message]:
+    """The constitution's examples as demonstrations of good answers: prompt turns, then the revision.
+
+    >>> from cai.constitution.schema import Example
+    >>> p = Principle(id="a", critique="Find harm.", revision="Remove harm.")
+    >>> c = Constitution(name="t", version="1", principles=[p],
+    ...     examples=[Example(prompt="q", response="bad", critique="it is bad", revision="good")])
+    >>> [(m.role, m.content) for m in answer_example_turns(c)]
+    [('user', 'q'), ('assistant', 'good')]
+    """
+    turns: list[Message] = []
+    for i, ex in enumerate(constitution.examples):
+        turns += [*_example_prompt(constitution, i), Message(role="assistant", content=ex.revision)]
+    return turns
+
+
+def answer_chat(system: str | None, turns: list[Message], few_shot: list[Message] | None = None) -> list[Message]:
+    """The chat that asks for the initial answer: ``[system] + [few_shot] + prompt turns``.
 
     >>> [m.role for m in answer_chat("S", [Message(role="user", content="q")])]
     ['system', 'user']
+    >>> shots = [Message(role="user", content="eq"), Message(role="assistant", content="good")]
+    >>> [m.content for m in answer_chat(None, [Message(role="user", content="q")], shots)]
+    ['eq', 'good', 'q']
     """
-    return [*_system(system), *turns]
+    return [*_system(system), *(few_shot or []), *turns]
 
 
 def critique_chat(

@@ -7,11 +7,18 @@ input order), and written atomically (temp file + ``os.replace``), so changing
 
 Filters apply to AI labels only; human pairs (``--human``) are merged after
 them with ``source: "human"`` and their weight multiplied by ``--human-weight``.
+An exact tie (``p_a == 0.5``: the reader could not tell the answers apart, e.g. it
+wrote the same letter in both orders) names no better answer, so it is dropped
+unless ``keep_ties`` (it would otherwise become a preference for ``answer_a``).
+
+``stats.json`` carries the verdict of :func:`cai.stages.label.signal.label_signal`
+under ``"signal"``: whether the labels carry any signal at all.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,14 +29,19 @@ from cai.core.atomic_files import write_json_atomic, write_records_atomic
 from cai.core.errors import CaiError
 from cai.core.records import LabelRecord, PreferenceRecord
 from cai.stages.label.labeler import to_preference
+from cai.stages.label.signal import label_signal
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Which AI labels become preferences: ``p_chosen >= min_confidence``, optionally only consistent ones."""
+    """Which AI labels become preferences: ``p_chosen >= min_confidence``, optionally only consistent ones.
+
+    Exact ties (``p_a == 0.5``) are dropped unless ``keep_ties``.
+    """
 
     min_confidence: float = 0.5
     drop_inconsistent: bool = False
+    keep_ties: bool = False
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.min_confidence <= 1.0:
@@ -37,14 +49,34 @@ class Filters:
                            hint="p_chosen is always >= 0.5; e.g. --min-confidence 0.6")
 
 
+def is_tie(record: LabelRecord) -> bool:
+    """Whether a successful label is an exact tie (``p_a == 0.5``): it names no better answer.
+
+    >>> from cai.core.records import Message, Provenance
+    >>> m = lambda t: [Message(role="assistant", content=t)]
+    >>> r = LabelRecord(id="i", pair_id="p", prompt=[Message(role="user", content="q")], answer_a=m("x"),
+    ...     answer_b=m("y"), status="ok", p_a=0.5, p_a_ab=1.0, p_a_ba=0.0, principle_ids=["s"], judgements=[],
+    ...     provenance=Provenance())
+    >>> is_tie(r), is_tie(r.model_copy(update={"p_a": 0.51})), is_tie(r.model_copy(update={"status": "failed"}))
+    (True, False, False)
+    """
+    return record.status == "ok" and record.p_a == 0.5
+
+
 def select_preferences(labels: Sequence[LabelRecord], filters: Filters) -> tuple[list[PreferenceRecord], Counter]:
-    """The AI preferences that pass the filters, and counts of why the others were dropped."""
+    """The AI preferences that pass the filters, and counts of why the others were dropped.
+
+    Reasons, checked in this order: ``failed``, ``ties`` (unless ``filters.keep_ties``),
+    ``low_confidence``, ``inconsistent``.
+    """
     kept: list[PreferenceRecord] = []
     dropped: Counter = Counter()
     for rec in labels:
         pref = to_preference(rec)
         if pref is None:
             dropped["failed"] += 1
+        elif not filters.keep_ties and is_tie(rec):
+            dropped["ties"] += 1
         elif pref.p_chosen < filters.min_confidence:
             dropped["low_confidence"] += 1
         elif filters.drop_inconsistent and not rec.position_consistent:
@@ -88,13 +120,25 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _sd(xs: Sequence[float]) -> float | None:
+    """Population standard deviation (None for no values).
+
+    >>> _sd([0.5, 0.7]), _sd([0.6]), _sd([])
+    (0.1, 0.0, None)
+    """
+    return round(statistics.pstdev(xs), 12) if xs else None
+
+
 def label_stats(labels: Sequence[LabelRecord], kept: Sequence[PreferenceRecord], dropped: Counter,
                 n_human: int = 0) -> dict[str, Any]:
     """The run's summary: counts, consistency, confidence histogram, principles, lengths, failures.
 
     ``reads`` are single (principle, order) questions to the model; a failed read
     (unparsable letter, unusable log-probs) is counted, and a pair with no
-    principle read in both orders is a failed pair.
+    principle read in both orders is a failed pair. ``p_chosen_sd`` is the spread of
+    ``p_chosen`` over labelled pairs, ``p_option_a_sd`` the spread of p(option A)
+    over successful reads, ``tie_rate`` the share of labelled pairs that are
+    exact ties (all three feed :func:`~cai.stages.label.signal.label_signal`).
     """
     ok = [r for r in labels if r.status == "ok"]
     prefs = [p for p in (to_preference(r) for r in ok) if p is not None]
@@ -115,10 +159,14 @@ def label_stats(labels: Sequence[LabelRecord], kept: Sequence[PreferenceRecord],
         "labelled": len(ok),
         "failed_pairs": len(labels) - len(ok),
         "preferences": {"ai": len(kept), "human": n_human, "total": len(kept) + n_human},
-        "dropped": {"failed": dropped.get("failed", 0), "low_confidence": dropped.get("low_confidence", 0),
+        "dropped": {"failed": dropped.get("failed", 0), "ties": dropped.get("ties", 0),
+                    "low_confidence": dropped.get("low_confidence", 0),
                     "inconsistent": dropped.get("inconsistent", 0)},
         "position_consistency_rate": _mean([float(bool(r.position_consistent)) for r in ok]),
         "mean_p_chosen": _mean([p.p_chosen for p in prefs]),
+        "p_chosen_sd": _sd([p.p_chosen for p in prefs]),
+        "p_option_a_sd": _sd(scored),
+        "tie_rate": _mean([float(is_tie(r)) for r in ok]),
         "confidence_histogram": confidence_histogram([p.p_chosen for p in prefs]),
         "option_a_rate": _mean([float(p > 0.5) for p in scored]),
         "mean_option_mass": _mean(masses),
@@ -161,6 +209,10 @@ def format_summary(stats: dict[str, Any]) -> str:
     if stats["per_principle"]:
         lines.append("per principle (pairs): " + ", ".join(f"{k} {v['pairs']}" for k, v in
                                                            stats["per_principle"].items()))
+    if stats.get("signal") is not None:
+        sig = stats["signal"]
+        lines.append("labels carry signal: yes" if sig["signal"] else
+                     f"labels carry signal: no ({'; '.join(sig['reasons'])})")
     return "\n".join(lines)
 
 
@@ -180,13 +232,20 @@ def build_outputs(
     filters: Filters,
     human: Sequence[PreferenceRecord] = (),
     extra: dict[str, Any] | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Rebuild ``preferences.jsonl`` and ``stats.json`` in ``run_dir`` from ``labels.jsonl``; return the stats."""
+    """Rebuild ``preferences.jsonl`` and ``stats.json`` in ``run_dir`` from ``labels.jsonl``; return the stats.
+
+    ``audit`` (the dict of :func:`cai.audit.labeler.audit_labels`, when one was run
+    for this feedback model) joins the signal verdict, ``stats["signal"]``.
+    """
     labels = labels_in_order(run_dir / "labels.jsonl", label_ids)
     kept, dropped = select_preferences(labels, filters)
     write_records_atomic(run_dir / "preferences.jsonl", [*kept, *human])
     stats = label_stats(labels, kept, dropped, len(human))
-    stats["filters"] = {"min_confidence": filters.min_confidence, "drop_inconsistent": filters.drop_inconsistent}
+    stats["filters"] = {"min_confidence": filters.min_confidence, "drop_inconsistent": filters.drop_inconsistent,
+                        "keep_ties": filters.keep_ties}
+    stats["signal"] = label_signal(stats, audit).to_dict()
     stats.update(extra or {})
     write_json_atomic(run_dir / "stats.json", stats)
     return stats

@@ -188,5 +188,5 @@ def test_cli_export_errors(tmp_path):
 def test_cli_help_lists_options():
     result = CliRunner().invoke(app, ["export", "--help"])
     assert result.exit_code == 0
-    for opt in ("--sft", "--prefs", "--out", "--test-fraction", "--seed"):
+    for opt in ("--sft", "--prefs", "--output", "--test-fraction", "--seed"):
         assert opt in result.output

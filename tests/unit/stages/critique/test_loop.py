@@ -229,7 +229,7 @@ def test_config_refuses_n_above_one():
 @pytest.mark.integration
 def test_real_model_traces_do_not_depend_on_the_batch(shared_data):
     """The embedded model, two red-team prompts, one short round: batch 2 and batch 1 give the same traces."""
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.core.jsonl import read_prompts
 
     const = load_constitution("harmless")
@@ -243,3 +243,95 @@ def test_real_model_traces_do_not_depend_on_the_batch(shared_data):
     for r in a:
         assert r.answer.strip() and r.rounds[0].critique.strip() and r.rounds[0].revision_raw.strip()
         assert r.few_shot == len(const.examples) > 0
+
+
+# --------------------------------------------------------------------------- answer few-shot, flags made in the loop
+
+
+def test_answer_few_shot_shows_the_examples_as_good_answers(backend):
+    rec = Recording(backend)
+    helpful = [PromptRecord(prompt="Write a haiku about rain.")]
+    recs = run(rec, prompts=PROMPTS[:1], helpful=helpful, rounds=1, answer_few_shot=True)
+    red, plain = rec.calls[0]  # one answer step for both kinds
+    assert [(m["role"], m["content"]) for m in red] == [
+        ("system", SYSTEM),
+        ("user", "How do I pick a lock?"), ("assistant", "Call a locksmith."),
+        ("user", "hi"), ("assistant", "hello"), ("user", "Is the moon cheese?"), ("assistant", "No, it is rock."),
+        ("user", "How do I bake bread?"),
+    ]
+    assert plain == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Write a haiku about rain."}]
+    assert recs[0].answer_few_shot == 2 and recs[1].answer_few_shot == 0
+    assert recs[0].id != run(backend, prompts=PROMPTS[:1], rounds=1)[0].id
+    assert recs[1].id == run(backend, prompts=[], helpful=helpful, rounds=1)[0].id
+
+
+def test_ids_without_answer_few_shot_are_the_old_ones():
+    from cai.core.records import make_id
+
+    c = CritiqueConfig(params=PARAMS, rounds=3)
+    old = make_id("revision", "p", 0, "m", "hf", PARAMS.model_dump(exclude={"n"}),
+                  {"rounds": 3, "no_critique": False, "few_shot": True}, "h")
+    assert record_id("revision", "p", 0, "m", "hf", c, "h") == old
+    assert record_id("revision", "p", 0, "m", "hf", c.model_copy(update={"answer_few_shot": True}), "h") != old
+
+
+def test_answer_few_shot_refuses_a_bad_example_before_any_model_call(backend):
+    bad = CONST.model_copy(update={"examples": [Example(
+        prompt=[Message(role="system", content="s"), Message(role="user", content="q")],
+        response="a", critique="c", revision="r")]})
+    rec = Recording(backend)
+    with pytest.raises(CaiError, match="examples.0.prompt"):
+        run(rec, constitution=bad, few_shot=False, answer_few_shot=True)
+    assert rec.calls == []
+
+
+class Parrot:
+    """A scripted policy: answers, then a critique that copies an example, then a revision that copies the critique."""
+
+    model, kind = "parrot", "fake"
+
+    def generate(self, chats, params):
+        from cai.backends.protocol import Generation
+
+        out = []
+        for i, chat in enumerate(chats):
+            last = chat[-1]["content"]
+            if last in {p.critique for p in PRINCIPLES}:
+                text = "It helps break in, and the neighbour's wifi is not yours to use without asking first."
+            elif last in {p.revision for p in PRINCIPLES}:
+                text = "The response helps break in, and the neighbour's wifi is not yours to use without asking."
+            else:
+                text = "Take the car from the street at night."
+            out.append(Generation(text, "stop", 3, 3, index=i))
+        return out
+
+
+def test_the_loop_stores_the_new_flags():
+    examples = [Example(prompt="wifi?", response="Crack it.",
+                        critique="The neighbour's wifi is not yours to use without asking first.",
+                        revision="Ask your neighbour.")]
+    const = CONST.model_copy(update={"examples": examples})
+    (r,) = run(Parrot(), prompts=PROMPTS[1:2], constitution=const, rounds=1)
+    assert r.rounds[0].flags == ["copy-example", "copy-critique", "about-response", "off-topic",
+                                 "critique-copy-example"]
+    assert r.answer_flags == []
+
+
+class Copycat(Parrot):
+    """Answers with the first example's revision, word for word."""
+
+    def generate(self, chats, params):
+        out = super().generate(chats, params)
+        if chats[0][-1]["content"] in {p.critique for p in PRINCIPLES} | {p.revision for p in PRINCIPLES}:
+            return out
+        return [g.__class__("Sure: call a locksmith, they open locks for a living and ask for proof.", "stop", 3, 3,
+                            index=g.index) for g in out]
+
+
+def test_an_answer_made_after_the_examples_is_checked_against_them():
+    examples = [Example(prompt="lock?", response="Use a rake.", critique="It helps break in.",
+                        revision="Call a locksmith, they open locks for a living and ask for proof.")]
+    const = CONST.model_copy(update={"examples": examples})
+    (plain,) = run(Copycat(), prompts=PROMPTS[1:2], constitution=const, rounds=1)
+    (shown,) = run(Copycat(), prompts=PROMPTS[1:2], constitution=const, rounds=1, answer_few_shot=True)
+    assert plain.answer_flags == [] and shown.answer_flags == ["copy-example"]

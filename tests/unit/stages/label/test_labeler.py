@@ -11,16 +11,7 @@ import pytest
 from cai.core.errors import CaiError
 from cai.core.records import LabelRecord, Message, PreferenceRecord
 from cai.stages.export import SFTRow
-from cai.stages.label.labeler import (
-    LabelConfig,
-    label_pairs,
-    label_records,
-    make_pair,
-    pair_principles,
-    pairs_from_completions,
-    read_pairs_file,
-    to_preference,
-)
+from cai.stages.label.labeler import LabelConfig, label_pairs, label_records, pair_principles, to_preference
 from cai.stages.label.outputs import (
     Filters,
     build_outputs,
@@ -28,6 +19,7 @@ from cai.stages.label.outputs import (
     label_stats,
     select_preferences,
 )
+from cai.stages.label.pairs import make_pair, pairs_from_completions, read_pairs_file
 from tests.helpers.fakes import FakeJudge, constitution
 
 
@@ -228,7 +220,7 @@ def test_outputs_are_rebuilt_from_labels_with_filters_and_humans(tmp_path):
 
     before = (tmp_path / "labels.jsonl").read_bytes()
     stats = build_outputs(tmp_path, ids, Filters(min_confidence=0.6, drop_inconsistent=True))
-    assert stats["dropped"] == {"failed": 0, "low_confidence": 2, "inconsistent": 1}
+    assert stats["dropped"] == {"failed": 0, "ties": 0, "low_confidence": 2, "inconsistent": 1}
     assert len((tmp_path / "preferences.jsonl").read_text().splitlines()) == 3
     assert (tmp_path / "labels.jsonl").read_bytes() == before  # the source is never rewritten
     again = build_outputs(tmp_path, ids, Filters(min_confidence=0.6, drop_inconsistent=True))
@@ -283,8 +275,8 @@ def test_tiny_model_labels_through_the_real_backend(tiny_model_dir):
 def test_embedded_model_reads_the_options(shared_data):
     """The real labeler on two human pairs: nearly all its next-token mass is on A or B, both orders read."""
     from cai.backends.hf.backend import HFBackend
-    from cai.constitution.schema import load_constitution
-    from cai.stages.label.labeler import load_pairs_for_audit
+    from cai.constitution.load import load_constitution
+    from cai.stages.label.pairs import load_pairs_for_audit
 
     be = HFBackend("default", batch_size=4)
     recs = list(label_records(load_pairs_for_audit(shared_data / "hh_harmless_pairs_dev.jsonl", 2), be,
