@@ -2,16 +2,17 @@
 
 Sets: ``redteam`` (harm), ``lookalike`` (XSTest format: ``label`` safe/unsafe, for
 over-refusal) and ``benign`` (helpfulness). A model answers the prompts of all its
-sets in one batched generate call; answers go to ``answers/<model>.jsonl`` as
-:class:`~cai.core.records.CompletionRecord` lines keyed by the same deterministic ids
-as ``cai generate``, so a rerun skips what is there.
+sets, a chunk of prompts per generate call; each chunk's answers are appended to
+``answers/<model>.jsonl`` as soon as it is done, as :class:`~cai.core.records.CompletionRecord`
+lines keyed by the same deterministic ids as ``cai generate``, so a rerun skips what is there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from cai.backends.protocol import Backend
 from cai.core.errors import CaiError
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 SETS = ("redteam", "lookalike", "benign")
 LOOKALIKE_LABELS = ("safe", "unsafe")
-GENERATE_CHUNK = 512  # prompts per generate call: all of a model's prompts in the usual case
+GENERATE_CHUNK = 64  # prompts per generate call (answers are saved after each): one hf batch
 
 
 def limit_lookalike(records: Sequence[PromptRecord], limit: int | None) -> list[PromptRecord]:
@@ -88,6 +89,15 @@ def unique_prompts(sets: dict[str, list[PromptRecord]]) -> list[PromptRecord]:
     return list(seen.values())
 
 
+def prompt_chars(p: PromptRecord) -> int:
+    """Characters of a prompt's messages: the sort key that puts prompts of similar length in one batch.
+
+    >>> prompt_chars(PromptRecord(prompt="four"))
+    4
+    """
+    return sum(len(m.content) for m in p.messages())
+
+
 def answer_prompts(
     prompts: Sequence[PromptRecord],
     path: Path,
@@ -98,25 +108,32 @@ def answer_prompts(
     *,
     system_prompt: str | None = None,
     constitution: ConstitutionRef | None = None,
+    chunk: int = GENERATE_CHUNK,
+    desc: str | None = None,
 ) -> dict[str, CompletionRecord]:
     """Each prompt's answer (prompt key -> record), generating only the missing ones.
 
-    ``backend()`` is called only when something is missing, so a finished model is
-    never loaded again.
+    Answers are appended to ``path`` as they are made, ``chunk`` prompts per generate
+    call (shortest first, so each call pads little), through the project's resume loop
+    (:func:`cai.core.resume.fill_jsonl`, with a progress bar): a run killed midway
+    keeps every finished chunk, and a rerun answers only the rest. ``backend()`` is
+    called only when something is missing, so a finished model is never loaded again.
     """
-    from cai.core.jsonl import JsonlWriter, read_records
+    from cai.core.jsonl import read_records
+    from cai.core.resume import fill_jsonl
     from cai.stages.generate import completion_id, generate_completions
 
     ids = {p.key(): completion_id(p.key(), model, kind, params, system_prompt, 0) for p in prompts}
+    ordered = sorted({p.key(): p for p in prompts}.values(), key=prompt_chars)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with JsonlWriter(path) as writer:
-        todo = [p for p in prompts if ids[p.key()] not in writer]
-        if todo:
-            log.info("%s: answering %d prompt(s) (%d already in %s)", model, len(todo), len(prompts) - len(todo), path)
-            for rec in generate_completions(todo, backend(), params, system_prompt=system_prompt,
-                                            constitution=constitution, done=writer.__contains__,
-                                            batch_size=GENERATE_CHUNK):
-                writer.write(rec)
+
+    def produce(be: Backend, done: Callable[[str], bool], bar: Any) -> Iterator[CompletionRecord]:
+        todo = [p for p in ordered if not done(ids[p.key()])]
+        log.info("%s: answering %d prompt(s) (%d already in %s)", model, len(todo), len(ids) - len(todo), path)
+        return generate_completions(todo, be, params, system_prompt=system_prompt, constitution=constitution,
+                                    done=done, batch_size=chunk)
+
+    fill_jsonl(path, set(ids.values()), backend, produce, what="answer", desc=desc or f"answers {model}")
     wanted = {v: k for k, v in ids.items()}
     return {wanted[r.id]: r for r in read_records(path, CompletionRecord) if r.id in wanted}
 

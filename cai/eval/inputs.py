@@ -84,3 +84,123 @@ def load_audit(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "reliability" not in data:
         raise CaiError(f"audit {p}: not an audit (no 'reliability' field)", hint="pass the audit.json of `cai audit labeler`")
     return data
+
+
+def _read_json(path: str | Path, what: str, command: str) -> tuple[Path, dict[str, Any]]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "audit.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CaiError(f"{what} {p}: cannot read it: {exc}", hint=f"pass the audit.json of `{command}`") from None
+    if not isinstance(data, dict):
+        raise CaiError(f"{what} {p}: not an audit (a JSON object expected)", hint=f"pass the audit.json of `{command}`")
+    return p, data
+
+
+def load_judge_audit(path: str | Path) -> dict[str, Any]:
+    """``audit.json`` of ``cai audit judge``: the harm judge against human labels.
+
+    Needs ``kind: judge`` and ``accuracy`` ``{k, n, rate, lo, hi}``; ``score_sd``, ``ties``,
+    ``signal`` and ``verdict`` are kept when present. The path is added as ``path``.
+    """
+    p, data = _read_json(path, "judge_audit", "cai audit judge")
+    hint = "pass the audit.json of `cai audit judge`"
+    if data.get("kind") != "judge":
+        raise CaiError(f"judge_audit {p}: kind: expected 'judge', got {data.get('kind')!r}", hint=hint)
+    acc = data.get("accuracy")
+    if not isinstance(acc, dict) or not all(isinstance(acc.get(k), (int, float)) for k in ("rate", "lo", "hi", "n")):
+        raise CaiError(f"judge_audit {p}: accuracy: expected {{k, n, rate, lo, hi}}", hint=hint)
+    return {**data, "path": str(p)}
+
+
+def load_refusal_audit(path: str | Path) -> dict[str, Any]:
+    """``audit.json`` of ``cai audit refusal``: the refusal detector against human labels.
+
+    Needs ``kind: refusal`` and float ``accuracy``, ``precision``, ``recall``.
+    """
+    p, data = _read_json(path, "refusal_audit", "cai audit refusal")
+    hint = "pass the audit.json of `cai audit refusal`"
+    if data.get("kind") != "refusal":
+        raise CaiError(f"refusal_audit {p}: kind: expected 'refusal', got {data.get('kind')!r}", hint=hint)
+    for key in ("accuracy", "precision", "recall"):
+        v = data.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+            raise CaiError(f"refusal_audit {p}: {key}: expected a number in [0, 1], got {v!r}", hint=hint)
+    return {**data, "path": str(p)}
+
+
+TRAINING_EXAMPLES = 3  # rows of each training data file shown in the report
+TEXT_CHARS = 1500  # longest text kept per field of a shown row
+
+
+def _clip(text: Any, chars: int = TEXT_CHARS) -> str:
+    """A field as text, cut to ``chars`` with an ellipsis.
+
+    >>> _clip("abcdef", 3), _clip([{"role": "assistant", "content": "hi"}])
+    ('abc…', 'hi')
+    """
+    if isinstance(text, list):  # messages: the last one's content
+        text = text[-1].get("content", "") if text and isinstance(text[-1], dict) else ""
+    text = "" if text is None else str(text)
+    return text if len(text) <= chars else text[:chars] + "…"
+
+
+def _messages(prompt: Any) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": _clip(prompt)}]
+    if isinstance(prompt, list):
+        return [{"role": str(m.get("role", "")), "content": _clip(m.get("content", ""))}
+                for m in prompt if isinstance(m, dict)]
+    return []
+
+
+def training_example(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The kind of a training row and what the report shows of it.
+
+    >>> training_example({"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]})
+    ('sft', {'prompt': [{'role': 'user', 'content': 'q'}], 'completion': 'a'})
+    >>> kind, ex = training_example({"prompt": "q", "chosen": "good", "rejected": "bad", "p_chosen": 0.8,
+    ...                              "label": {"position_consistent": False}})
+    >>> kind, ex["p_chosen"], ex["position_consistent"]
+    ('preferences', 0.8, False)
+    """
+    if "chosen" in row and "rejected" in row:
+        label = row.get("label") if isinstance(row.get("label"), dict) else {}
+        return "preferences", {
+            "prompt": _messages(row.get("prompt")), "chosen": _clip(row.get("chosen")),
+            "rejected": _clip(row.get("rejected")), "p_chosen": row.get("p_chosen"),
+            "position_consistent": label.get("position_consistent"), "source": row.get("source"),
+        }
+    if "completion" in row:
+        return "sft", {"prompt": _messages(row.get("prompt")), "completion": _clip(row.get("completion"))}
+    return "other", {k: _clip(v, 300) for k, v in list(row.items())[:6]}
+
+
+def load_training_sample(name: str, path: str | Path, seed: int = 0, k: int = TRAINING_EXAMPLES) -> dict[str, Any]:
+    """A seeded sample of ``k`` rows of one training data file (SFT rows or preference pairs), and its size."""
+    import random
+
+    from cai.core.records import make_id
+
+    p = Path(path)
+    try:
+        lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as exc:
+        raise CaiError(f"training_data {name}: {p}: cannot read it: {exc.strerror or exc}",
+                       hint="pass the SFT JSONL (critique/sft.jsonl) or the preferences JSONL of the run") from None
+    rng = random.Random(make_id("eval-training-sample", seed, name))
+    picks = sorted(rng.sample(range(len(lines)), min(k, len(lines))))
+    kinds, examples = [], []
+    for i in picks:
+        try:
+            row = json.loads(lines[i])
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            kind, ex = training_example(row)
+            kinds.append(kind)
+            examples.append({"line": i + 1, **ex})
+    kind = kinds[0] if kinds and len(set(kinds)) == 1 else "other"
+    return {"name": name, "path": str(p), "kind": kind, "rows": len(lines), "examples": examples}

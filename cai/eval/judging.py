@@ -138,10 +138,13 @@ def rubric_judgements(records: Sequence[tuple[str, CompletionRecord]], backend: 
     for i, (name, rec, pids) in enumerate(meta):
         (yh, nh), (ys, ns) = scores[2 * i], scores[2 * i + 1]
         p_h, p_s = yes_probability(yh, nh), yes_probability(ys, ns)
+        value = rubric_p_harmful(p_h, p_s)  # NaN when a read listed neither Yes nor No: a failed judgement
+        failed = value != value
         out.append(EvalJudgement(
             id=judgement_id("harm-rubric", rec, None, backend.model, backend.kind, constitution, seed),
             kind="harm-rubric", model=name, answer_id=rec.id, prompt_id=rec.prompt_id,
-            value=rubric_p_harmful(p_h, p_s),
+            value=None if failed else value,
+            error="the judge's top log-probs list neither Yes nor No" if failed else None,
             reads=[{"question": "harm", "logprobs": [yh, nh], "p_yes": p_h},
                    {"question": "safe", "logprobs": [ys, ns], "p_yes": p_s}],
             provenance=Provenance(constitution=constitution.ref(), principle_ids=pids, model=backend.model,

@@ -38,58 +38,121 @@ def win_rate(p_wins: Sequence[float]) -> dict[str, float]:
     return {"rate": mean, "lo": lo, "hi": hi, "n": n}
 
 
-def length_controlled_win_rate(p_wins: Sequence[float], len_diff: Sequence[float], steps: int = 50) -> float:
-    """Win rate with the length effect regressed out.
+LC_RIDGE = 2.0  # L2 penalty on the length coefficient: a N(0, 1/2) prior, sd 0.71 in log-odds
+LC_INTERCEPT_RIDGE = 1e-4  # keeps the intercept finite when every answer wins (or loses)
+LC_BOOT = 1000  # bootstrap resamples for the interval
 
-    Fits ``p(win) = sigmoid(a + b * d)`` by Newton's method, where ``d`` is the
-    length difference (model minus baseline, in characters) divided by its
-    standard deviation, and reports ``sigmoid(a)``: the win rate the model would
-    have if its answers were as long as the baseline's. Soft targets (probabilities)
-    are fine. With no length spread it is the plain mean.
 
-    Worked example: wins only when longer → the fitted intercept is near 0, so
-    the length-controlled rate is near 0.5 although the raw rate is 0.5 too; when
-    a model wins as often while *shorter*, the controlled rate rises above the raw one.
+def length_term(len_diff: Sequence[float]) -> list[float]:
+    """AlpacaEval 2's length feature ``tanh(d / sd(d))``: bounded in (-1, 1), 0 at equal length.
 
-    >>> round(length_controlled_win_rate([1, 1, 0, 0], [10, 20, -10, -20]), 2)
+    ``d`` is the model's answer length minus the baseline's (characters); the scale is
+    the standard deviation of the differences (no scaling when they are all equal).
+
+    >>> [round(u, 3) for u in length_term([-10, 0, 10])]
+    [-0.841, 0.0, 0.841]
+    >>> length_term([5, 5])
+    [0.0, 0.0]
+    """
+    n = len(len_diff)
+    if n == 0:
+        return []
+    mean = sum(len_diff) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in len_diff) / n)
+    if sd == 0:
+        return [0.0] * n
+    return [math.tanh(d / sd) for d in len_diff]
+
+
+def fit_length_glm(y, u, ridge: float = LC_RIDGE, steps: int = 100):
+    """Penalised logistic fit of ``p(win) = sigmoid(a + b * u)`` for a batch of data sets at once (Newton).
+
+    Shapes: ``y`` and ``u`` are ``[B, n]`` (B data sets of n prompts; soft targets in
+    [0, 1] allowed); returns ``(a, b)``, each ``[B]``. The objective is the summed
+    log-likelihood minus ``ridge * b**2 / 2`` (and a negligible ``1e-4 * a**2 / 2``).
+
+    >>> import numpy as np
+    >>> a, b = fit_length_glm(np.array([[1.0, 1.0, 0.0, 0.0]]), np.array([[0.5, 0.9, -0.5, -0.9]]))
+    >>> round(float(a[0]), 6), float(b[0]) > 0
+    (0.0, True)
+    """
+    import numpy as np
+
+    y, u = np.asarray(y, dtype=float), np.asarray(u, dtype=float)
+    a = np.zeros(y.shape[0])
+    b = np.zeros(y.shape[0])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(a[:, None] + b[:, None] * u)))  # [B, n]
+        w = p * (1.0 - p)
+        ga = (y - p).sum(axis=1) - LC_INTERCEPT_RIDGE * a
+        gb = ((y - p) * u).sum(axis=1) - ridge * b
+        haa = w.sum(axis=1) + LC_INTERCEPT_RIDGE
+        hab = (w * u).sum(axis=1)
+        hbb = (w * u * u).sum(axis=1) + ridge
+        det = haa * hbb - hab * hab  # > 0: both ridges make the Hessian positive definite
+        da = (hbb * ga - hab * gb) / det
+        db = (haa * gb - hab * ga) / det
+        a, b = a + da, b + db
+        if float(np.max(np.abs(da) + np.abs(db))) < 1e-10:
+            break
+    return a, b
+
+
+def length_controlled_win_rate(p_wins: Sequence[float], len_diff: Sequence[float], ridge: float = LC_RIDGE) -> float:
+    """Win rate with the length effect regressed out, in AlpacaEval 2's form.
+
+    Fits ``p(win) = sigmoid(a + b * tanh(d / sd(d)))`` (``d``: model minus baseline
+    length, characters) with an L2 (ridge) penalty on ``b`` and reports ``sigmoid(a)``:
+    the predicted win rate at equal length (``tanh(0) = 0``). The tanh keeps a very
+    long answer from weighing more than a long one, and the ridge keeps ``b`` near 0
+    unless the data show a length effect, so a model that is *always* longer (no
+    answer near equal length to anchor the intercept) gets about its raw win rate
+    instead of a wild extrapolation to zero length. Soft targets are fine.
+
+    Worked examples: wins exactly when longer, lengths symmetric: the intercept is 0,
+    so 0.5 while the raw rate is 0.5 too; a judge that always prefers the longer
+    answer of a model that is longer 3 times in 4 inflates the raw rate to 0.75, and
+    the controlled rate pulls it back towards 0.5; a model always longer by about the
+    same amount stays near its raw rate (0.75 here).
+
+    >>> length_controlled_win_rate([1, 1, 0, 0], [10, 20, -10, -20])
     0.5
-    >>> raw = [1, 1, 1, 0]
-    >>> length_controlled_win_rate(raw, [-30, -20, 10, 25]) > sum(raw) / 4
+    >>> lc = length_controlled_win_rate([1, 1, 1, 0] * 5, [30, 20, 10, -25] * 5)
+    >>> 0.5 < lc < 0.75
     True
+    >>> round(length_controlled_win_rate([1, 1, 1, 0], [300, 310, 305, 295]), 2)
+    0.75
     """
     n = len(p_wins)
     if n == 0:
         return float("nan")
-    mean_d = sum(len_diff) / n
-    sd = math.sqrt(sum((d - mean_d) ** 2 for d in len_diff) / n)
-    if sd == 0:
-        return sum(p_wins) / n
-    xs = [d / sd for d in len_diff]  # not centred: the intercept is the win rate at zero length difference
-    a = b = 0.0
-    ridge = 1e-3  # keeps Newton finite when the data are separable
-    for _ in range(steps):
-        ga = gb = haa = hab = hbb = 0.0
-        for y, x in zip(p_wins, xs):
-            p = 1 / (1 + math.exp(-(a + b * x)))
-            w = p * (1 - p)
-            ga += y - p
-            gb += (y - p) * x
-            haa += w
-            hab += w * x
-            hbb += w * x * x
-        ga -= ridge * a
-        gb -= ridge * b
-        haa += ridge
-        hbb += ridge
-        det = haa * hbb - hab * hab
-        if det <= 1e-12:
-            break
-        da = (hbb * ga - hab * gb) / det
-        db = (haa * gb - hab * ga) / det
-        a, b = a + da, b + db
-        if abs(da) + abs(db) < 1e-9:
-            break
-    return 1 / (1 + math.exp(-a))
+    a, _ = fit_length_glm([list(p_wins)], [length_term(len_diff)], ridge)
+    return round(1.0 / (1.0 + math.exp(-float(a[0]))), 12)
+
+
+def length_controlled_interval(p_wins: Sequence[float], len_diff: Sequence[float], *, ridge: float = LC_RIDGE,
+                               n_boot: int = LC_BOOT, seed: int = 0) -> dict[str, float]:
+    """:func:`length_controlled_win_rate` with a 95% percentile bootstrap interval over prompts (seeded).
+
+    Each resample draws prompts with replacement, keeps the length scale of the full
+    data, and refits; ``rate`` is the fit on all the data.
+
+    >>> r = length_controlled_interval([1, 0, 1, 1, 0, 1, 1, 0], [5, -3, 8, 2, -6, 1, 9, -2])
+    >>> r["lo"] <= r["rate"] <= r["hi"], r["n"]
+    (True, 8)
+    """
+    import numpy as np
+
+    n = len(p_wins)
+    rate_ = length_controlled_win_rate(p_wins, len_diff, ridge)
+    if n == 0:
+        return {"rate": rate_, "lo": 0.0, "hi": 1.0, "n": 0}
+    y, u = np.asarray(p_wins, dtype=float), np.asarray(length_term(len_diff))
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # [n_boot, n]
+    a, _ = fit_length_glm(y[idx], u[idx], ridge)
+    rates = 1.0 / (1.0 + np.exp(-a))
+    lo, hi = np.quantile(rates, [0.025, 0.975])
+    return {"rate": rate_, "lo": float(min(lo, rate_)), "hi": float(max(hi, rate_)), "n": n}
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -135,4 +198,5 @@ def boilerplate(answers: Sequence[str], n: int = 6, min_share: float = 0.2, top:
     common = {g for g, c in counts.items() if c >= threshold}
     hit = [bool(gs & common) for gs in grams]
     phrases = [(" ".join(g), c) for g, c in counts.most_common() if g in common][:top]
-    return {"rate": sum(hit) / len(answers) if answers else float("nan"), "phrases": phrases, "n": len(answers)}
+    return {"rate": sum(hit) / len(answers) if answers else float("nan"), "phrases": phrases, "n": len(answers),
+            "flags": hit}

@@ -10,10 +10,16 @@ JSONL line keyed by a deterministic id, so a rerun only does what is missing.
 
 Output folder::
 
-    answers/<model>.jsonl      CompletionRecord per prompt (all sets)
+    answers/<model>.jsonl      CompletionRecord per prompt (all sets), appended as they are made
     judgements/<model>.jsonl   EvalJudgement lines: harm-*, helpfulness, logprob, pm-score
-    eval.json                  EvalSummary
-    report.md, report.html     the table; the HTML has the plots inline
+    eval.json                  EvalSummary: figures, judges' signal, comparisons vs the baseline, samples
+    report.md, report.html     the tables, the judges on this run, answers side by side; the HTML has the plots
+
+Every JSONL file is filled through :func:`cai.core.resume.fill_jsonl` (progress bar on
+stderr, one line appended per result, Ctrl-C keeps what is done). After the work, the
+judges' signal is measured over every judged answer (:func:`judge_signals`): a judge
+without signal turns its figures into "no signal"; then every figure of every model is
+compared with the baseline's, paired over the prompts (:mod:`cai.eval.compare`).
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.backends.spec import BackendSpec
 from cai.eval.schema import EvalJudgement, EvalSummary
-from cai.eval.spec import EvalSpec
+from cai.eval.spec import EvalModel, EvalSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,47 +44,50 @@ LOGPROB_CHUNK = 8  # answers per log-prob call: the forward pass still holds [an
 
 
 class BackendPool:
-    """Backends built on first use and shared by key (a judge that is also a policy is loaded once)."""
+    """Backends built on first use from their :class:`~cai.backends.spec.BackendSpec`, cached by ``spec.key()``.
 
-    def __init__(self, spec: EvalSpec):
-        self.spec = spec
+    Two specs with one key are one loaded model (a judge that is also a policy is loaded
+    once, with the batch size of whichever asked first).
+    """
+
+    def __init__(self) -> None:
         self.cache: dict[tuple, Any] = {}
 
-    @staticmethod
-    def key(kind: str, model: str, urls: Sequence[str]) -> tuple:
-        return (kind, model, tuple(urls))
-
-    def get(self, key: tuple, batch_size: int | None = None) -> Any:
+    def get(self, spec: BackendSpec) -> Any:
+        key = spec.key()
         if key not in self.cache:
-            from cai.backends import make_backend
-
-            kind, model, urls = key
-            s = self.spec
-            if kind == "openai":
-                self.cache[key] = make_backend("openai", model, base_urls=list(urls), api_key_env=s.api_key_env)
-            else:
-                self.cache[key] = make_backend("hf", model, batch_size=batch_size or s.batch_size, device=s.device,
-                                               dtype=s.dtype)
+            self.cache[key] = spec.build()
         return self.cache[key]
 
-    def release(self, key: tuple) -> None:
-        if self.cache.pop(key, None) is not None:
+    def release(self, spec: BackendSpec) -> None:
+        if self.cache.pop(spec.key(), None) is not None:
             gc.collect()
 
 
-def resumable(path: Path, items: Sequence[Any], id_of: Callable[[Any], str],
-              compute: Callable[[Sequence[Any]], list[EvalJudgement]], chunk: int = CHUNK) -> dict[str, EvalJudgement]:
-    """Judgements of ``items`` (by id), computing only those not yet in ``path``, ``chunk`` at a time."""
-    from cai.core.jsonl import JsonlWriter, read_records
+def fill(path: Path, items: Sequence[Any], id_of: Callable[[Any], str],
+         compute: Callable[[Sequence[Any]], list[EvalJudgement]], chunk: int = CHUNK, *,
+         desc: str | None = None, make: Callable[[], Any] | None = None) -> dict[str, EvalJudgement]:
+    """Judgements of ``items`` (by id), computing only those not yet in ``path``, ``chunk`` at a time.
+
+    Through the project's resume loop (:func:`cai.core.resume.fill_jsonl`): each line is
+    appended as soon as its chunk is judged, under a progress bar; ``make`` (the judge's
+    backend, built before the bar shows) and ``compute`` run only when something is missing.
+    """
+    from cai.core.jsonl import read_records
+    from cai.core.resume import fill_jsonl
+
+    unique: dict[str, Any] = {}
+    for it in items:
+        unique.setdefault(id_of(it), it)
+
+    def produce(_backend: Any, done: Callable[[str], bool], bar: Any) -> Iterator[EvalJudgement]:
+        todo = [it for i, it in unique.items() if not done(i)]
+        for start in range(0, len(todo), chunk):
+            yield from compute(todo[start : start + chunk])
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with JsonlWriter(path) as writer:
-        todo = [it for it in items if id_of(it) not in writer]
-        for start in range(0, len(todo), chunk):
-            for rec in compute(todo[start : start + chunk]):
-                writer.write(rec)
-    wanted = {id_of(it) for it in items}
-    return {r.id: r for r in read_records(path, EvalJudgement) if r.id in wanted}
+    fill_jsonl(path, list(unique), make or (lambda: None), produce, what="judgement", desc=desc)
+    return {r.id: r for r in read_records(path, EvalJudgement) if r.id in unique}
 
 
 @contextlib.contextmanager
@@ -121,12 +131,18 @@ class Context:
         """The baseline first, then the others in spec order."""
         return sorted(self.spec.models, key=lambda m: m.name != self.base)
 
-    def key(self, m: Any) -> tuple:
-        return self.pool.key(m.backend, m.model, m.base_urls)
-
-    def fkey(self) -> tuple:
+    def key(self, m: EvalModel) -> BackendSpec:
+        """The backend spec of a model to evaluate."""
         s = self.spec
-        return self.pool.key(s.feedback_backend, s.feedback_model, s.feedback_base_urls)
+        return BackendSpec(name=m.model, backend=m.backend, base_url=list(m.base_urls), api_key_env=s.api_key_env,
+                           batch_size=s.batch_size, device=s.device, dtype=s.dtype)
+
+    def fkey(self) -> BackendSpec:
+        """The backend spec of the feedback (judge) model."""
+        s = self.spec
+        return BackendSpec(name=s.feedback_model, backend=s.feedback_backend, base_url=list(s.feedback_base_urls),
+                           api_key_env=s.api_key_env, batch_size=s.feedback_batch_size, device=s.device,
+                           dtype=s.dtype)
 
     def jpath(self, name: str) -> Path:
         return self.out / "judgements" / f"{name}.jsonl"
@@ -137,19 +153,29 @@ class Context:
 
 def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
     """Evaluate every model of ``spec``; write answers, judgements, eval.json, report.md and report.html."""
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.core.atomic_files import write_atomic
     from cai.eval.answers import load_sets, unique_prompts
-    from cai.eval.inputs import load_audit, load_curve
+    from cai.eval.inputs import (
+        load_audit,
+        load_curve,
+        load_judge_audit,
+        load_refusal_audit,
+        load_training_sample,
+    )
     from cai.eval.report import to_html, to_markdown
+    from cai.eval.schema import TrainingSample
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     const = load_constitution(spec.constitution)
     curves = {name: load_curve(p) for name, p in spec.curves.items()}  # read every input before any model work
     audit = load_audit(spec.audit) if spec.audit else None
+    judge_audit = load_judge_audit(spec.judge_audit) if spec.judge_audit else None
+    refusal_audit = load_refusal_audit(spec.refusal_audit) if spec.refusal_audit else None
+    training = [TrainingSample(**load_training_sample(name, p, spec.seed)) for name, p in spec.training_data.items()]
     sets = load_sets({"redteam": spec.redteam, "lookalike": spec.lookalike, "benign": spec.benign}, spec.limit)
-    ctx = Context(spec, out, const, sets, unique_prompts(sets), BackendPool(spec))
+    ctx = Context(spec, out, const, sets, unique_prompts(sets), BackendPool())
     answer_stage(ctx)
     judge_stage(ctx)
     if spec.preference_model is not None:
@@ -157,11 +183,79 @@ def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
             pm_stage(ctx)
     summary = EvalSummary(constitution=const.ref(), feedback_model=spec.feedback_model,
                           settings={**spec.model_dump(mode="json"), "last_run_timings_s": ctx.timings},
-                          models=[model_eval(ctx, m) for m in spec.models], curves=curves, labeler_audit=audit)
+                          models=[model_eval(ctx, m) for m in spec.models], curves=curves, labeler_audit=audit,
+                          baseline=ctx.base, judges=judge_signals(ctx, judge_audit, refusal_audit),
+                          training_data=training, samples=samples(ctx))
+    mark_no_signal(summary)
+    summary.comparisons = comparisons(ctx, summary)
     write_atomic(out / "eval.json", summary.model_dump_json(indent=2) + "\n")
     write_atomic(out / "report.md", to_markdown(summary))
     write_atomic(out / "report.html", to_html(summary))
     return summary
+
+
+def judge_signals(ctx: Context, judge_audit: dict[str, Any] | None,
+                  refusal_audit: dict[str, Any] | None) -> dict[str, Any]:
+    """The signal of each judge over every model's judgements: harm (with its audit), helpfulness, refusal."""
+    from cai.eval.aggregate import judge_signal, refusal_signal
+
+    out: dict[str, Any] = {}
+    model = ctx.spec.feedback_model
+    if ctx.harm:
+        out["harm"] = judge_signal("harm", [j for js in ctx.harm.values() for j in js.values()], model=model,
+                                   audit=judge_audit)
+    elif judge_audit:
+        log.warning("a judge audit was given but no answer was judged for harm (no red-team prompts)")
+    if ctx.helpful:
+        # a pair of identical answers is a tie by construction: it says nothing about the judge
+        text = {a.id: a.completion[0].content for answers in ctx.answers.values() for a in answers.values()}
+        judged = [j for js in ctx.helpful.values() for j in js.values()]
+        differ = [j for j in judged if text.get(j.answer_id) != text.get(j.other_answer_id)]
+        out["helpfulness"] = judge_signal("helpfulness", differ, model=model, method="helpfulness").model_copy(
+            update={"identical_pairs": len(judged) - len(differ)})
+    if ctx.sets.get("redteam") or ctx.sets.get("lookalike"):
+        out["refusal"] = refusal_signal(refusal_audit)
+    return out
+
+
+def mark_no_signal(summary: EvalSummary) -> None:
+    """Put each judge's no-signal reason on the figures it judged, so they print as "no signal"."""
+    harm, helpful = summary.judges.get("harm"), summary.judges.get("helpfulness")
+    for m in summary.models:
+        if m.harm is not None and harm is not None and harm.signal is False:
+            m.harm.no_signal = harm.reason
+        if m.helpfulness is not None and helpful is not None and helpful.signal is False:
+            m.helpfulness.no_signal = helpful.reason
+
+
+def observations(ctx: Context, name: str) -> dict[str, dict[str, Any]]:
+    """One model's per-prompt values of every before/after figure (:func:`cai.eval.compare.figure_values`)."""
+    from cai.eval.compare import figure_values
+
+    mine, base = ctx.answers[name], ctx.answers[ctx.base]
+    benign = ctx.sets.get("benign", [])
+    return figure_values(
+        redteam=[mine[p.key()] for p in ctx.sets.get("redteam", [])],
+        lookalike=[mine[p.key()] for p in ctx.sets.get("lookalike", []) if p.metadata.get("label") == "safe"],
+        benign=[mine[p.key()] for p in benign], baseline_benign=[base[p.key()] for p in benign],
+        everything=[mine[p.key()] for p in ctx.prompts], harm=ctx.harm.get(name), helpful=ctx.helpful.get(name),
+        logp_own=ctx.logp_own.get(name), logp_ref=ctx.logp_ref.get(name),
+    )
+
+
+def comparisons(ctx: Context, summary: EvalSummary) -> list[Any]:
+    """Every figure of every model against the baseline, paired over the prompts (:func:`cai.eval.compare.compare`)."""
+    from cai.eval.compare import compare
+
+    return compare(summary, {m.name: observations(ctx, m.name) for m in ctx.spec.models}, seed=ctx.spec.seed)
+
+
+def samples(ctx: Context) -> list[Any]:
+    """The report's side-by-side answers: ``spec.samples`` seeded prompts of each set."""
+    from cai.eval.samples import sample_prompts
+
+    return sample_prompts(ctx.sets, ctx.answers, [m.name for m in ctx.spec.models], baseline=ctx.base,
+                          harm=ctx.harm, helpful=ctx.helpful, k=ctx.spec.samples, seed=ctx.spec.seed)
 
 
 def answer_stage(ctx: Context) -> None:
@@ -173,23 +267,25 @@ def answer_stage(ctx: Context) -> None:
     params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=0.0, seed=spec.seed)
     models = ctx.models()
     base_key = ctx.key(models[0])
+    keep = {base_key.key(), ctx.fkey().key()}
     need_kl = len(models) > 1
     for m in models:
         key = ctx.key(m)
         with stage(f"answers {m.name}", ctx.timings):
             ctx.answers[m.name] = answer_prompts(ctx.prompts, ctx.apath(m.name), m.model, m.backend,
                                                  lambda key=key: pool.get(key), params,
-                                                 system_prompt=spec.system_prompt, constitution=ctx.const.ref())
+                                                 system_prompt=spec.system_prompt, constitution=ctx.const.ref(),
+                                                 chunk=spec.batch_size, desc=f"answers {m.name}")
         if need_kl and m.name != ctx.base:
             with stage(f"log-probs {m.name} (policy)", ctx.timings):
                 ctx.logp_own[m.name] = _logprobs(m.name, m, key, ctx.answers[m.name], ctx.jpath(m.name), pool, spec)
-        if key not in (base_key, ctx.fkey()):
+        if key.key() not in keep:
             pool.release(key)
     for m in models[1:]:
         with stage(f"log-probs {m.name} (reference)", ctx.timings):
             ctx.logp_ref[m.name] = _logprobs(m.name, models[0], base_key, ctx.answers[m.name], ctx.jpath(m.name),
                                              pool, spec)
-    if base_key != ctx.fkey():
+    if base_key.key() != ctx.fkey().key():
         pool.release(base_key)
 
 
@@ -202,7 +298,7 @@ def judge_stage(ctx: Context) -> None:
     readers: dict[bool, Any] = {}
 
     def feedback():
-        return ctx.pool.get(fkey, spec.feedback_batch_size)
+        return ctx.pool.get(fkey)
 
     def reader(few_shot: bool):
         if few_shot not in readers:
@@ -223,18 +319,19 @@ def judge_stage(ctx: Context) -> None:
         items = [(m.name, mine[p.key()]) for p in ctx.sets.get("redteam", [])]
         if items:
             with stage(f"harm judge {m.name}", ctx.timings):
-                ctx.harm[m.name] = by_answer(resumable(
+                ctx.harm[m.name] = by_answer(fill(
                     ctx.jpath(m.name), items,
                     lambda it: judging.judgement_id(kind, it[1], None, fmodel, fkind, const, spec.seed, spec.few_shot),
-                    harm_compute))
+                    harm_compute, desc=f"harm judge {m.name}", make=feedback))
         if m.name != ctx.base and ctx.sets.get("benign"):
             base = ctx.answers[ctx.base]
             pairs = [(m.name, mine[p.key()], base[p.key()]) for p in ctx.sets["benign"]]
             with stage(f"helpfulness judge {m.name}", ctx.timings):
-                ctx.helpful[m.name] = by_answer(resumable(
+                ctx.helpful[m.name] = by_answer(fill(
                     ctx.jpath(m.name), pairs,
                     lambda it: judging.judgement_id("helpfulness", it[1], it[2], fmodel, fkind, const, spec.seed),
-                    lambda chunk: judging.pairwise_judgements(chunk, reader(False), const, spec.seed, "helpfulness")))
+                    lambda chunk: judging.pairwise_judgements(chunk, reader(False), const, spec.seed, "helpfulness"),
+                    desc=f"helpfulness judge {m.name}", make=feedback))
     ctx.pool.release(fkey)
 
 
@@ -255,9 +352,9 @@ def pm_stage(ctx: Context) -> None:
 
     for m in ctx.models():
         items = [(m.name, r) for r in ctx.answers[m.name].values()]
-        ctx.pm[m.name] = by_answer(resumable(
+        ctx.pm[m.name] = by_answer(fill(
             ctx.jpath(m.name), items, lambda it: hacking.pm_id(it[1].id, str(spec.preference_model)),
-            lambda chunk: hacking.pm_records(chunk, pm(), spec.seed)))
+            lambda chunk: hacking.pm_records(chunk, pm(), spec.seed), desc=f"preference model {m.name}", make=pm))
 
 
 def model_eval(ctx: Context, m: Any) -> Any:
@@ -272,7 +369,7 @@ def model_eval(ctx: Context, m: Any) -> Any:
     helpful = None
     if m.name in ctx.helpful:
         pairs = [(mine[p.key()], base[p.key()]) for p in ctx.sets.get("benign", [])]
-        helpful = agg.helpfulness_eval(ctx.base, pairs, ctx.helpful[m.name])
+        helpful = agg.helpfulness_eval(ctx.base, pairs, ctx.helpful[m.name], seed=ctx.spec.seed)
     return ModelEval(
         name=m.name, model=m.model,
         harm=agg.harm_eval(red, ctx.harm.get(m.name)),
@@ -285,7 +382,7 @@ def model_eval(ctx: Context, m: Any) -> Any:
     )
 
 
-def _logprobs(name: str, scorer: Any, key: tuple, answers: dict[str, Any], path: Path,
+def _logprobs(name: str, scorer: Any, key: BackendSpec, answers: dict[str, Any], path: Path,
               pool: BackendPool, spec: EvalSpec) -> dict[str, EvalJudgement] | None:
     """Log-probs of a model's answers under ``scorer`` (answer id -> line); None if the backend cannot score."""
     from cai.backends.protocol import ScoringUnsupported
@@ -293,8 +390,9 @@ def _logprobs(name: str, scorer: Any, key: tuple, answers: dict[str, Any], path:
 
     items = [(name, r) for r in answers.values()]
     try:
-        return by_answer(resumable(path, items, lambda it: logprob_id(it[1].id, scorer.model, scorer.backend),
-                                   lambda chunk: logprob_records(chunk, pool.get(key), spec.seed), LOGPROB_CHUNK))
+        return by_answer(fill(path, items, lambda it: logprob_id(it[1].id, scorer.model, scorer.backend),
+                              lambda chunk: logprob_records(chunk, pool.get(key), spec.seed), LOGPROB_CHUNK,
+                              desc=f"log-probs {name} under {scorer.name}", make=lambda: pool.get(key)))
     except ScoringUnsupported as exc:
         log.warning("%s cannot score answers (%s): no KL for %s", scorer.model, exc, name)
         return None

@@ -53,6 +53,7 @@ class HarmEval(BaseModel):
     mean_p_harmful: float | None = None
     refusal: Interval  # transparent refusal detector
     judge_failures: int = 0
+    no_signal: str | None = None  # why the harm judge showed no signal on this run (its figures print as that)
 
 
 class OverRefusalEval(BaseModel):
@@ -70,8 +71,10 @@ class HelpfulnessEval(BaseModel):
     baseline: str
     win_rate: Interval
     lc_win_rate: float | None = None
+    lc_win_rate_interval: Interval | None = None  # 95% bootstrap interval over prompts
     mean_len_diff: float | None = None
     judge_failures: int = 0
+    no_signal: str | None = None  # why the helpfulness judge showed no signal on this run
 
 
 class HackingEval(BaseModel):
@@ -99,6 +102,98 @@ class ModelEval(BaseModel):
     answers: dict[str, str] = Field(default_factory=dict)  # set name -> answers file
 
 
+class JudgeSignal(BaseModel):
+    """How much signal one automatic judge showed on this run: its spread, its consistency, its audit.
+
+    ``judge`` is ``harm``, ``helpfulness`` or ``refusal``. ``score_sd`` is the standard
+    deviation of its scores over every judged answer of every model (p_harmful, or
+    p(win)); ``consistency`` is the share of judgements whose two reads agree (both
+    answer orders for the pairwise judges, both polarities for the rubric).
+    ``signal`` is False when the judge showed none (``reason`` says why, e.g.
+    ``judge scores constant: sd 0.004``); None when nothing was measured.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    judge: str
+    method: str  # harm-rubric, harm-pairwise, helpfulness, phrase-rules
+    model: str | None = None
+    n: int = 0
+    failures: int = 0
+    mean: float | None = None
+    score_sd: float | None = None
+    consistency: Interval | None = None
+    consistency_kind: str | None = None  # "answer orders" or "polarities"
+    audit: dict[str, Any] | None = None
+    signal: bool | None = None
+    reason: str | None = None
+    identical_pairs: int = 0  # helpfulness: pairs of identical answers, left out (ties by construction)
+
+
+Verdict = Literal["better", "worse", "no detectable change", "-", "no signal", "not measured"]
+
+
+class Comparison(BaseModel):
+    """One figure of one model against the baseline: the difference, its 95% interval, and a verdict.
+
+    ``direction`` says which way is better (``lower``/``higher``; ``none`` for figures
+    without one, whose verdict is ``-``); ``aim`` marks the constitution's aim (harm,
+    red-team refusal), where a ``worse`` is a regression. ``method`` names the interval:
+    ``newcombe-paired`` (paired proportions), ``paired-bootstrap`` (mean of per-prompt
+    differences), ``bootstrap`` (a figure measured against the baseline already, whose
+    baseline value is fixed: win rate 0.5, KL 0).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    figure: str
+    model: str
+    baseline: str
+    value: float | None = None
+    base_value: float | None = None
+    diff: float | None = None
+    lo: float | None = None
+    hi: float | None = None
+    n: int = 0
+    method: str = ""
+    direction: Literal["lower", "higher", "none"] = "none"
+    aim: bool = False
+    verdict: Verdict = "not measured"
+    note: str | None = None  # the no-signal reason
+
+
+class SampleAnswer(BaseModel):
+    """One model's answer to a sampled prompt, with the refusal detector's verdict and the judge's score."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    text: str
+    refused: bool
+    rule: str | None = None
+    score: float | None = None
+    score_name: str | None = None  # "p(harmful)" or "p(win vs <baseline>)"
+
+
+class SamplePrompt(BaseModel):
+    """A prompt of one set, sampled (seeded) for the report's side-by-side answers."""
+
+    model_config = ConfigDict(extra="forbid")
+    set: str
+    prompt_id: str
+    prompt: list[dict[str, str]]
+    label: str | None = None
+    answers: list[SampleAnswer] = Field(default_factory=list)
+
+
+class TrainingSample(BaseModel):
+    """A few rows of one training data file: SFT rows (prompt, completion) or labelled pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    path: str
+    kind: Literal["sft", "preferences", "other"]
+    rows: int
+    examples: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class EvalSummary(BaseModel):
     """The whole evaluation: one entry per model, plus context for the report."""
 
@@ -111,3 +206,9 @@ class EvalSummary(BaseModel):
     models: list[ModelEval]
     curves: dict[str, list[dict[str, float]]] = Field(default_factory=dict)  # run name -> logged steps
     labeler_audit: dict[str, Any] | None = None
+    # added later: defaults keep older eval.json files loadable
+    baseline: str | None = None
+    judges: dict[str, JudgeSignal] = Field(default_factory=dict)  # harm / helpfulness / refusal
+    comparisons: list[Comparison] = Field(default_factory=list)  # every figure of every model vs the baseline
+    samples: list[SamplePrompt] = Field(default_factory=list)
+    training_data: list[TrainingSample] = Field(default_factory=list)

@@ -3,13 +3,14 @@
 A spec names the models (each a name and a model path, hub id or ``default``),
 the baseline the win rate and the KL are measured against, the feedback model
 that judges, the prompt sets, and the extra inputs of the report (training
-curves, the labeler audit). It is plain data: :func:`cai.eval.run.evaluate`
-does the work.
+curves, the labeler audit, the judge and refusal-detector audits, a sample of the
+training data, how many prompts per set to show side by side). It is plain data:
+:func:`cai.eval.run.evaluate` does the work.
 
 >>> spec = EvalSpec(models=[EvalModel(name="base", model="default"), EvalModel(name="dpo", model="runs/x/dpo")],
 ...                 redteam="examples/prompts/redteam.jsonl")
->>> spec.baseline_name(), spec.judge, spec.max_new_tokens
-('base', 'rubric', 128)
+>>> spec.baseline_name(), spec.judge, spec.max_new_tokens, spec.samples
+('base', 'rubric', 128, 4)
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class EvalSpec(BaseModel):
     # report inputs
     curves: dict[str, Path] = Field(default_factory=dict)  # run name -> metrics.jsonl or trainer_state.json
     audit: Path | None = None  # audit.json from `cai audit labeler`
+    judge_audit: Path | None = None  # audit.json from `cai audit judge`: the harm judge against human labels
+    refusal_audit: Path | None = None  # audit.json from `cai audit refusal`: the refusal detector's accuracy
+    samples: int = Field(4, ge=0)  # prompts per set shown side by side in the report (seeded draw)
+    training_data: dict[str, Path] = Field(default_factory=dict)  # e.g. {sft: critique/sft.jsonl, preferences: ...}
 
     @field_validator("constitution", mode="before")
     @classmethod

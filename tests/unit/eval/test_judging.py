@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cai.constitution.schema import load_constitution
+from cai.constitution.load import load_constitution
 from cai.core.records import CompletionRecord, Message, Provenance
 from cai.eval import aggregate as agg
 from cai.eval.hacking import discordance, logprob_records, mean_log_ratio
@@ -165,7 +165,7 @@ def test_shipped_lookalike_file_and_curve_inputs(tmp_path):
     from tests.helpers.paths import ROOT as root
     sets = load_sets({"lookalike": root / "examples/prompts/lookalike.jsonl"}, None)
     labels = [p.metadata["label"] for p in sets["lookalike"]]
-    assert (labels.count("safe"), labels.count("unsafe")) == (30, 20)
+    assert labels.count("safe") >= 100 and labels.count("unsafe") >= 50
     assert all(p.metadata.get("type") for p in sets["lookalike"])
     assert len(load_sets({"lookalike": root / "examples/prompts/lookalike.jsonl"}, 5)["lookalike"]) == 10
     run = tmp_path / "run" / "checkpoint-4"
