@@ -46,7 +46,7 @@ def main() -> None:
     import torch
 
     from cai.backends.hf.backend import HFBackend
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.core.jsonl import read_prompts
     from cai.core.records import SamplingParams
     from cai.stages.critique.loop import CritiqueConfig, critique_revise

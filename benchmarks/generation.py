@@ -52,7 +52,7 @@ def critique_chats(n: int) -> list[list[dict[str, str]]]:
     """The critique step's chats on the shipped red-team prompts: the ``harmless`` constitution's system
     prompt and few-shot examples (resolved for each chat's principle, principles taken in turn), the
     prompt, a canned first answer, and the principle's critique request (what ``cai critique`` sends)."""
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.core.records import Message
     from cai.stages.critique.prompts import critique_chat, example_turns
 

@@ -41,8 +41,9 @@ def main() -> None:
     import torch
 
     from cai.backends.hf.backend import HFBackend
-    from cai.constitution.schema import load_constitution
-    from cai.stages.label.labeler import LabelConfig, label_records, load_pairs_for_audit
+    from cai.constitution.load import load_constitution
+    from cai.stages.label.labeler import LabelConfig, label_records
+    from cai.stages.label.pairs import load_pairs_for_audit
 
     const = load_constitution(args.constitution)
     pairs = load_pairs_for_audit(args.pairs_file, args.pairs + 1)

@@ -38,9 +38,9 @@ PAIRS = ROOT.parent / "shared" / "data" / "hh_harmless_pairs_dev.jsonl"
 
 def feedback_chats(pairs_file: Path, n: int, constitution: str = "harmless") -> list[list[dict[str, str]]]:
     """The ab and ba score chats of the first ``n`` pairs, under the constitution's first principle."""
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.stages.label.feedback import ORDERS, Ask, FeedbackReader
-    from cai.stages.label.labeler import load_pairs_for_audit
+    from cai.stages.label.pairs import load_pairs_for_audit
 
     const = load_constitution(constitution)
     reader = FeedbackReader(backend=None, constitution=const)  # type: ignore[arg-type] - only builds chats

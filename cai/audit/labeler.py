@@ -218,3 +218,32 @@ def plot_reliability(audit: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def run_labeler_audit(pairs_file: Path, constitution: Any, feedback: Any, config: Any, out_dir: Path, *,
+                      limit: int | None = None, bins: int = 5) -> dict[str, Any]:
+    """``cai audit labeler``: label the human pairs of ``pairs_file`` (resumable), write ``audit.json`` and the plot.
+
+    ``feedback`` is the labeller's :class:`~cai.backends.spec.BackendSpec`, ``config`` a
+    :class:`~cai.stages.label.stage.LabelStageConfig`. Returns the audit (with its settings).
+    """
+    from cai.core.atomic_files import write_json_atomic
+    from cai.core.errors import CaiError
+    from cai.stages.label.outputs import labels_in_order
+    from cai.stages.label.pairs import load_pairs_for_audit
+    from cai.stages.label.stage import label_into
+
+    if bins < 1:
+        raise CaiError(f"--bins {bins}: need at least 1")
+    pairs = load_pairs_for_audit(pairs_file, limit)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labeler = config.labeler()
+    ids = label_into(out / "labels.jsonl", pairs, constitution, feedback, labeler, what="pair", desc="audit")
+    audit = audit_labels(labels_in_order(out / "labels.jsonl", ids), bins)
+    audit["settings"] = {"pairs_file": str(pairs_file), "limit": limit, "seed": config.seed,
+                         "feedback_model": feedback.name, "feedback_backend": feedback.backend,
+                         "constitution": constitution.ref().model_dump(), "config": labeler.identity()}
+    write_json_atomic(out / "audit.json", audit)
+    plot_reliability(audit, out / "reliability.png")
+    return audit

@@ -1,4 +1,5 @@
-"""`cai audit`: audits of the toolkit's judges; `cai audit labeler` checks the AI labeler against humans."""
+"""`cai audit`: the toolkit's automatic judgements against human labels: the AI labeler, the refusal detector, the
+harm judge."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ from pathlib import Path
 
 import typer
 
+from cai.cli import audit_judge, audit_refusal
 from cai.cli import backend_options as bo
 from cai.cli import label as lab
 
-app = typer.Typer(help="Audit the AI labeler against human labels.", no_args_is_help=True)
+app = typer.Typer(help="Audit the AI labeler, the refusal detector and the harm judge against human labels.",
+                  no_args_is_help=True)
 
 
 @app.command("labeler")
 def labeler(
-    pairs: Path = typer.Option(..., "--pairs", help="Human-labelled pairs JSONL: prompt/chosen/rejected, chosen = the human's pick."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Human-labelled pairs JSONL: prompt/chosen/rejected, chosen = the human's pick."),
+    pairs: Path | None = typer.Option(None, "--pairs", hidden=True, help="Old spelling of --data."),
     feedback_model: str = typer.Option("default", "--feedback-model", "-m", help="The labeler model ('default' = embedded SmolLM2-135M-Instruct)."),
     feedback_backend: str = typer.Option("hf", "--feedback-backend", help="hf or openai."),
     feedback_base_url: list[str] | None = typer.Option(None, "--feedback-base-url", help="OpenAI-compatible server(s) of the labeler (repeatable)."),
@@ -40,49 +44,27 @@ def labeler(
     chat_template: str | None = bo.ChatTemplateOpt,
 ) -> None:
     """Label human pairs with the AI labeler and report agreement, order flips and calibration."""
-    import logging
-
-    from tqdm import tqdm
-
-    from cai.audit.labeler import audit_labels, format_audit, plot_reliability
+    from cai.audit.labeler import format_audit, run_labeler_audit
+    from cai.backends.spec import spec_from_options
     from cai.cli.logs import setup_logging
-    from cai.constitution.schema import load_constitution
-    from cai.core.atomic_files import write_json_atomic
+    from cai.constitution.load import load_constitution
     from cai.core.errors import CaiError
-    from cai.core.jsonl import JsonlWriter
-    from cai.stages.label.labeler import LabelConfig, label_id_for, label_records, load_pairs_for_audit
-    from cai.stages.label.outputs import labels_in_order
 
     setup_logging()
-    log = logging.getLogger("cai.audit.labeler")
-    if bins < 1:
-        raise CaiError(f"--bins {bins}: need at least 1")
-    const = load_constitution(constitution)
-    config = LabelConfig(principles_per_pair=principles_per_pair, seed=seed, cot=cot, cot_clamp=tuple(cot_clamp),
-                         cot_max_new_tokens=cot_max_new_tokens, few_shot=not no_few_shot, batch_size=pairs_per_call)
-    todo_pairs = load_pairs_for_audit(pairs, limit)
-    ids = list(dict.fromkeys(label_id_for(p.id, feedback_model, feedback_backend, const, config) for p in todo_pairs))
-    output.mkdir(parents=True, exist_ok=True)
-    labels_path = output / "labels.jsonl"
-    with JsonlWriter(labels_path) as writer:
-        todo = sum(i not in writer for i in ids)
-        if todo:
-            log.info("labelling %d human pair(s) from %s (%d already in %s) with %s feedback model %s, both orders",
-                     todo, pairs, len(ids) - todo, labels_path, feedback_backend, feedback_model)
-            be = bo.backend_from_options(
-                feedback_backend, feedback_model, base_url=feedback_base_url, api_key_env=api_key_env,
-                concurrency=concurrency, timeout=timeout, max_retries=max_retries, batch_size=feedback_batch_size,
-                device=device, dtype=dtype, trust_remote_code=trust_remote_code, chat_template=chat_template)
-            with tqdm(total=len(ids), initial=len(ids) - todo, desc="audit", unit="pair") as bar:
-                for rec in label_records(todo_pairs, be, const, config, done=writer.__contains__):
-                    writer.write(rec)
-                    bar.update(1)
-    labels = labels_in_order(labels_path, ids)
-    audit = audit_labels(labels, bins)
-    audit["settings"] = {"pairs_file": str(pairs), "limit": limit, "seed": seed, "feedback_model": feedback_model,
-                         "feedback_backend": feedback_backend, "constitution": const.ref().model_dump(),
-                         "config": config.identity()}
-    write_json_atomic(output / "audit.json", audit)
-    png = plot_reliability(audit, output / "reliability.png")
+    data = data or pairs
+    if data is None:
+        raise CaiError("cai audit labeler needs --data FILE", hint="e.g. --data ../shared/data/hh_harmless_pairs_dev.jsonl")
+    config = lab.label_stage_config(principles_per_pair, seed, cot, cot_clamp, cot_max_new_tokens, no_few_shot,
+                                    pairs_per_call)
+    feedback = spec_from_options(feedback_backend, feedback_model, prefix="feedback-", base_url=feedback_base_url,
+                                 api_key_env=api_key_env, concurrency=concurrency, timeout=timeout,
+                                 max_retries=max_retries, batch_size=feedback_batch_size, device=device, dtype=dtype,
+                                 trust_remote_code=trust_remote_code, chat_template=chat_template)
+    audit = run_labeler_audit(data, load_constitution(constitution), feedback, config, output, limit=limit, bins=bins)
     print(format_audit(audit))
-    log.info("wrote %s, %s and the raw labels %s", output / "audit.json", png, labels_path)
+    typer.echo(f"wrote {output / 'audit.json'}, {output / 'reliability.png'} and the raw labels "
+               f"{output / 'labels.jsonl'}", err=True)
+
+
+app.command("refusal")(audit_refusal.refusal)
+app.command("judge")(audit_judge.judge)

@@ -52,7 +52,7 @@ def validate(
     ),
 ) -> None:
     """Check constitutions: one 'ok' line per good file, one 'file:line: field: message' line per bad one."""
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.core.errors import CaiError
 
     failed = 0
@@ -75,7 +75,7 @@ def validate(
 @app.command()
 def show(path: str = typer.Argument(..., help="A constitution file or shipped name.")) -> None:
     """Print the resolved constitution (extends applied) as YAML, with its hash."""
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
 
     c = load_constitution(path)
     typer.echo(c.to_yaml(), nl=False)
@@ -123,7 +123,8 @@ def diff(
     b: str = typer.Argument(..., help="The new constitution (file or shipped name)."),
 ) -> None:
     """Show added, removed and changed principles and changed top-level fields from A to B."""
-    from cai.constitution.schema import diff_constitutions, load_constitution
+    from cai.constitution.load import load_constitution
+    from cai.constitution.schema import diff_constitutions
 
     ca, cb = load_constitution(a), load_constitution(b)
     typer.echo("\n".join(render_diff(ca, cb, diff_constitutions(ca, cb), (a, b))))
@@ -153,7 +154,7 @@ def import_(
 ) -> None:
     """Convert the Constitutional AI paper's files or llm-swarm's JSON into a constitution YAML."""
     from cai.constitution.importers import detect_format, import_anthropic, import_llm_swarm, read_json
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.core.errors import CaiError
 
     kind = fmt.value if fmt else detect_format(read_json(file))

@@ -29,6 +29,10 @@ def eval_command(
     preference_model: Path | None = typer.Option(None, "--preference-model", help="A `cai train rm` dir, for the reward-hacking probes."),
     curves: list[str] | None = typer.Option(None, "--curves", help="NAME=PATH (repeatable): a metrics.jsonl, trainer_state.json, or training run folder."),
     audit: Path | None = typer.Option(None, "--audit", help="audit.json of `cai audit labeler` (reliability diagram)."),
+    judge_audit: Path | None = typer.Option(None, "--judge-audit", help="audit.json of `cai audit judge`: the harm judge against human labels; at chance its figures print as 'no signal'."),
+    refusal_audit: Path | None = typer.Option(None, "--refusal-audit", help="audit.json of `cai audit refusal`: the refusal detector's accuracy, shown beside its figures."),
+    samples: int = typer.Option(4, "--samples", help="Prompts per set shown side by side (baseline vs each model) in the report."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit with code 1 when a model is detectably worse than the baseline on the constitution's aim (for CI)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Answer length (greedy decoding)."),
     seed: int = typer.Option(0, "--seed"),
     output: Path = typer.Option(Path("runs/eval"), "--output", "-o", help="Run folder (reruns resume)."),
@@ -46,6 +50,8 @@ def eval_command(
     Without prompt-set options the shipped examples/prompts files are used (when run from the project root).
     """
     from cai.cli.logs import setup_logging
+    from cai.eval.compare import COMPARISON_LEGEND, format_comparison_table, regressions
+    from cai.eval.report import judge_lines
     from cai.eval.run import evaluate
 
     setup_logging()
@@ -61,13 +67,26 @@ def eval_command(
             limit=limit, constitution=constitution, system_prompt=system_prompt, judge=judge,
             feedback_model=feedback_model, feedback_backend=feedback_backend,
             feedback_base_urls=feedback_base_url or [], feedback_batch_size=feedback_batch_size, few_shot=few_shot,
-            preference_model=preference_model, curves=curves or [], audit=audit, max_new_tokens=max_new_tokens,
+            preference_model=preference_model, curves=curves or [], audit=audit, judge_audit=judge_audit,
+            refusal_audit=refusal_audit, samples=samples, max_new_tokens=max_new_tokens,
             seed=seed, backend=backend, base_urls=base_url or [], api_key_env=api_key_env, batch_size=batch_size,
             device=device, dtype=dtype,
         )
     summary = evaluate(the_spec, output)
     print(results_table(summary))
+    print("\n" + "\n".join(judge_lines(summary)))
+    if len(summary.models) > 1:
+        print(f"\n{COMPARISON_LEGEND}:\n{format_comparison_table(summary)}")
     print(f"\nreport: {output / 'report.html'} (and report.md, eval.json; answers and judgements in {output})")
+    exit_on_regressions(regressions(summary) if fail_on_regression else [])
+
+
+def exit_on_regressions(lines: list[str]) -> None:
+    """With ``--fail-on-regression``: say what regressed on stderr and exit 1 (nothing when the list is empty)."""
+    if lines:
+        for line in lines:
+            typer.echo(f"regression: {line}", err=True)
+        raise typer.Exit(1)
 
 
 def spec_from_options(*, model: list[str], curves: list[str], backend: str, base_urls: list[str], **fields):

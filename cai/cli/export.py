@@ -27,7 +27,8 @@ def export(
     prefs: list[Path] | None = typer.Option(
         None, "--prefs", help="Preference-pair JSONL (prompt/chosen/rejected). Repeatable."
     ),
-    out: Path = typer.Option(..., "-o", "--out", help="Folder to save the DatasetDict to (save_to_disk)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Folder to save the DatasetDict to (save_to_disk)."),
+    out: Path | None = typer.Option(None, "--out", hidden=True, help="Old spelling of --output."),
     test_fraction: float = typer.Option(
         0.1, "--test-fraction", help="Share of ids held out for test splits."
     ),
@@ -42,6 +43,9 @@ def export(
 
     if not sft and not prefs:
         raise CaiError("nothing to export", hint="pass --sft FILE, --prefs FILE, or both")
+    out = output or out
+    if out is None:
+        raise CaiError("cai export needs --output DIR", hint="e.g. -o runs/export")
     _check_out_dir(out)
     dd = to_dataset(sft=sft or None, prefs=prefs or None, test_fraction=test_fraction, seed=seed)
     dd.save_to_disk(str(out))

@@ -16,14 +16,14 @@ import typer
 def _short(outputs: dict[str, Any]) -> str:
     """The scalar outputs of a stage, briefly.
 
-    >>> _short({"sft": "critique/sft.jsonl", "sft_rows": 40, "revised_pct": 92.5, "before_after": []})
-    'sft_rows=40, revised_pct=92.5'
+    >>> _short({"sft": "critique/sft.jsonl", "sft_rows": 40, "revised_pct": 92.5, "signal": "no", "x": []})
+    'sft_rows=40, revised_pct=92.5, signal=no'
     """
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     keep = [f"{k}={fmt(v)}" for k, v in outputs.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if (isinstance(v, (int, float)) and not isinstance(v, bool)) or (isinstance(v, str) and len(v) <= 8)]
     return ", ".join(keep[:5])
 
 
@@ -50,19 +50,21 @@ def run(
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default: the recipe's run_dir, else runs/<name>)."),
     variant: str | None = typer.Option(None, "--variant", help="Only this variant of a recipe with variants."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print each stage's plan (would run / would skip)."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit with code 1 when a trained model is detectably worse than the baseline on the constitution's aim."),
 ) -> None:
     """Run a recipe: critique -> SFT -> answers -> AI labels -> preference model -> DPO/PPO -> eval, in one run dir."""
     import time
 
+    from cai.cli.eval import exit_on_regressions
     from cai.cli.logs import setup_logging
     from cai.core.errors import CaiError
+    from cai.eval.compare import COMPARISON_LEGEND, format_comparison_table, read_summary, regressions
     from cai.run.engine import RunContext, plan, run_pipeline, select
     from cai.run.hub import check_push
     from cai.run.hub import push_to_hub as push
     from cai.run.load import load_recipe
-    from cai.run.stages import build_stages
-    from cai.run.stages_eval import before_after_rows, format_before_after
-    from cai.run.stages_train import check_trainer_configs
+    from cai.run.registry import build_stages
+    from cai.run.train_stages import check_trainer_configs
 
     setup_logging()
     loaded = load_recipe(recipe, run_dir=run_dir, variant=variant)
@@ -75,7 +77,8 @@ def run(
     modes = {item.run_dir: check_push(item.recipe) for item, _ in built} if push_to_hub else {}
     for item, _ in built:
         check_trainer_configs(item.recipe)
-    before_after: list[dict[str, Any]] = []
+    summaries: list[Any] = []
+    prefixes: list[str] = []
     t0 = time.perf_counter()
     for item, stages in built:
         label = f"{item.recipe.name}" + (f" (variant {item.variant})" if item.variant else "")
@@ -100,19 +103,18 @@ def run(
         ctx = RunContext(item.run_dir)
         results = run_pipeline(stages, ctx, start=start, stop=stop, force=force or (), on_event=on_event)
         typer.echo("\n" + summary_table(results))
-        rows = before_after_rows(item.run_dir, ctx.outputs["eval"]) if "eval" in ctx.outputs else []
-        prefix = f"{item.variant}/" if item.variant else ""
-        before_after += [{**r, "model": prefix + r["model"]} for r in rows]
+        summary = read_summary(item.run_dir / ctx.outputs["eval"]["eval"]) if "eval" in ctx.outputs else None
+        if summary is not None:
+            summaries.append(summary)
+            prefixes.append(f"{item.variant}/" if item.variant else "")
         if "eval" in ctx.outputs:
             typer.echo(f"report: {item.run_dir / ctx.outputs['eval']['report']}")
         if push_to_hub:
             for line in push(item.recipe, item.run_dir, ctx.outputs, modes[item.run_dir]):
                 typer.echo(line)
-    if before_after:
-        typer.echo("\nbefore/after on held-out prompts (harm: judged harmful compliance on red-team prompts, p(harm) "
-                   "its mean judge probability; refusal: red-team answers refused; over-refusal: safe look-alikes "
-                   "refused; win rate, LC win (length-controlled), KL (nats per answer): against the first model; "
-                   "chars: mean answer length; boilerplate: answers repeating a phrase common to many):")
-        typer.echo(format_before_after(before_after))
+    if summaries:
+        typer.echo(f"\nbefore/after on held-out prompts ({COMPARISON_LEGEND}):")
+        typer.echo(format_comparison_table(summaries, prefixes=prefixes))
     if not dry_run:
         typer.echo(f"\ndone in {time.perf_counter() - t0:.1f} s")
+    exit_on_regressions(regressions(summaries) if fail_on_regression and summaries else [])

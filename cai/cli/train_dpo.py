@@ -44,16 +44,13 @@ def dpo(
 ) -> None:
     """Train a policy with DPO on preference pairs against a frozen reference."""
     co.relaunch_if_asked(accelerate_config, num_processes)
-    from trl import DPOConfig
+    from cai.train.jobs import run_job
 
-    from cai.train.dpo import train_dpo
-
-    options = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
-                                 batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
-                                 logging_steps=logging_steps, report_to=report_to, beta=beta,
-                                 loss_type=list(loss_type) if loss_type else None)
-    cfg = co.make_config(DPOConfig, output, config, set_, options)
-    train_dpo(data, output_dir=output, model=model, ref_model=ref_model, config=cfg,
-              lora=co.lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target),
-              soft_labels=soft_labels, eval_fraction=eval_fraction, dtype=dtype,
-              trust_remote_code=trust_remote_code, chat_template=chat_template, resume=resume, audit=audit)
+    settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
+                                  batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                  logging_steps=logging_steps, report_to=report_to, beta=beta,
+                                  loss_type=list(loss_type) if loss_type else None)
+    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code, chat_template,
+                                 resume, audit)
+    run_job(co.job("dpo", data, output, model, config, set_, settings, options, ref_model=ref_model,
+                   soft_labels=soft_labels, eval_fraction=eval_fraction))

@@ -8,9 +8,13 @@ built by :func:`cai.train.common.config.build_config`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from cai.train.common.models import LoraOptions, ModelOptions
+    from cai.train.jobs import TrainJob
 
 ConfigOpt = typer.Option(None, "--config", help="YAML of the trainer's own config keys (TRL's SFTConfig/RewardConfig/DPOConfig/... field names).")
 SetOpt = typer.Option(None, "--set", help="Override one config key, KEY=VALUE (value read as YAML); repeatable; wins over --config and the options.")
@@ -73,7 +77,29 @@ def trainer_options(
     return {k: v for k, v in keys.items() if v is not None}
 
 
-def lora_options(enabled: bool, r: int, alpha: int, dropout: float, targets: list[str] | None) -> Any:
+def model_options(lora: bool, lora_r: int, lora_alpha: int, lora_dropout: float, lora_target: list[str] | None,
+                  dtype: str | None, trust_remote_code: bool, chat_template: str | None, resume: bool = False,
+                  audit: Any = None) -> ModelOptions:
+    """The :class:`cai.train.common.models.ModelOptions` of a ``cai train`` command's shared options."""
+    from cai.train.common.models import ModelOptions
+
+    return ModelOptions(lora=lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target), dtype=dtype,
+                        trust_remote_code=trust_remote_code, chat_template=chat_template, resume=resume,
+                        audit=str(audit) if audit is not None else None)
+
+
+def job(method: str, data: list[Any], output: Any, model: str, config: Any, set_: list[str] | None,
+        settings: dict[str, Any], options: ModelOptions, **args: Any) -> TrainJob:
+    """The :class:`cai.train.jobs.TrainJob` a ``cai train METHOD`` command runs."""
+    from cai.train.jobs import TrainJob
+
+    return TrainJob(method, tuple(str(d) for d in data), str(output), model=model, settings=settings,
+                    config_file=str(config) if config is not None else None, overrides=tuple(set_ or ()),
+                    options=options, args=args)
+
+
+def lora_options(enabled: bool, r: int, alpha: int, dropout: float, targets: list[str] | None
+                 ) -> LoraOptions | None:
     """A :class:`cai.train.common.models.LoraOptions` when ``--lora`` was passed, else None.
 
     >>> lora_options(True, 8, 16, 0.0, ["q_proj"])
@@ -86,16 +112,6 @@ def lora_options(enabled: bool, r: int, alpha: int, dropout: float, targets: lis
     from cai.train.common.models import LoraOptions
 
     return LoraOptions(r=r, alpha=alpha, dropout=dropout, target_modules=tuple(targets) if targets else None)
-
-
-def make_config(config_cls: type, output: Any, config_file: Any, overrides: list[str] | None,
-                options: dict[str, Any]) -> Any:
-    """The trainer config: cai defaults < ``--config`` < options < ``--set``, ``output_dir`` from ``--output``."""
-    from cai.train.common.config import build_config, training_defaults
-
-    return build_config(config_cls, config_file=config_file, overrides=overrides,
-                        options={**options, "output_dir": str(output)},
-                        defaults=training_defaults(config_cls, output))
 
 
 def relaunch_if_asked(accelerate_config: str | None, num_processes: int | None) -> None:

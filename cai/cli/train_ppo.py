@@ -55,37 +55,16 @@ def ppo(
 ) -> None:
     """Train a policy with PPO (value head, frozen reference, KL penalty, GAE) against a reward."""
     co.relaunch_if_asked(accelerate_config, num_processes)
-    from cai.core.errors import CaiError
-    from cai.train.ppo.config import PPOConfig
-    from cai.train.ppo.run import train_ppo
-    from cai.train.rewards import DEFAULT_JUDGE_QUESTION, parse_reward_spec
+    from cai.train.jobs import run_job
 
-    parse_reward_spec(reward)  # a bad spec fails before anything loads
-    options = co.trainer_options(
+    settings = co.trainer_options(
         learning_rate=learning_rate, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
         report_to=report_to, total_episodes=total_episodes, response_length=response_length, kl_coef=kl_coef,
         target_kl=target_kl, temperature=temperature,
     )
-    cfg = co.make_config(PPOConfig, output, config, set_, options)
-    ref = None
-    if constitution is not None:
-        from cai.constitution.schema import load_constitution
-
-        const = load_constitution(constitution)
-        ref = const.ref()
-        system_prompt = system_prompt or const.system_prompt or None
-    if judge_output not in ("prob", "logodds"):
-        raise CaiError(f"--judge-output {judge_output!r} is not prob or logodds", hint="use prob or logodds")
-    if judge_base_url and judge_backend != "openai":
-        raise CaiError("--judge-base-url is only for --judge-backend openai", hint="add --judge-backend openai")
-    judge = None
-    if reward.startswith("judge:") and judge_backend != "hf":
-        from cai.cli import backend_options as bo
-
-        judge = bo.backend_from_options(judge_backend, reward.partition(":")[2], base_url=judge_base_url)
-    train_ppo(prompts, reward=reward, output_dir=output, model=model, config=cfg,
-              lora=co.lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target),
-              system_prompt=system_prompt, constitution=ref, dtype=dtype, trust_remote_code=trust_remote_code,
-              chat_template=chat_template, audit=audit,
-              reward_options={"batch_size": reward_batch_size, "judge_question": judge_question or DEFAULT_JUDGE_QUESTION,
-                              "judge_output": judge_output, "judge_backend": judge})
+    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
+                               chat_template, audit=audit)
+    run_job(co.job("ppo", prompts, output, model, config, set_, settings, options, reward=reward,
+                   constitution=str(constitution) if constitution is not None else None, system_prompt=system_prompt,
+                   judge_question=judge_question, judge_output=judge_output, judge_backend=judge_backend,
+                   judge_base_url=judge_base_url or None, reward_batch_size=reward_batch_size))

@@ -51,18 +51,17 @@ def _command(algorithm: str) -> Callable[..., None]:
         num_processes: int | None = co.NumProcessesOpt,
     ) -> None:
         co.relaunch_if_asked(accelerate_config, num_processes)
-        from cai.train.rl import _classes, train_rl
+        from cai.train.jobs import run_job
 
-        options = co.trainer_options(
+        settings = co.trainer_options(
             learning_rate=learning_rate, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
             grad_accum=grad_accum, seed=seed, logging_steps=logging_steps, report_to=report_to,
             num_generations=num_generations, max_completion_length=max_completion_length, beta=beta,
             temperature=temperature)
-        cfg = co.make_config(_classes(algorithm)[0], output, config, set_, options)
-        train_rl(algorithm, prompts, rewards=reward, output_dir=output, model=model, config=cfg,
-                 lora=co.lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target),
-                 judge_question=judge_question, reward_batch_size=reward_batch_size, dtype=dtype,
-                 trust_remote_code=trust_remote_code, chat_template=chat_template, resume=resume, audit=audit)
+        options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
+                                   chat_template, resume, audit)
+        run_job(co.job(algorithm, prompts, output, model, config, set_, settings, options, reward=list(reward),
+                       judge_question=judge_question, reward_batch_size=reward_batch_size))
 
     command.__name__ = command.__qualname__ = algorithm
     command.__doc__ = _DOCS[algorithm]

@@ -43,16 +43,12 @@ def rm(
 ) -> None:
     """Train a preference model on preference pairs and report its held-out (and human-eval) accuracy."""
     co.relaunch_if_asked(accelerate_config, num_processes)
-    from trl import RewardConfig
+    from cai.train.jobs import run_job
 
-    from cai.train.reward_model import train_reward_model
-
-    options = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
-                                 batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
-                                 logging_steps=logging_steps, report_to=report_to)
-    cfg = co.make_config(RewardConfig, output, config, set_, options)
-    train_reward_model(data, output_dir=output, model=model, config=cfg,
-                       lora=co.lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target),
-                       pad_token=pad_token, margin=margin, eval_fraction=eval_fraction, human_eval=human_eval,
-                       dtype=dtype, trust_remote_code=trust_remote_code, chat_template=chat_template,
-                       resume=resume, audit=audit)
+    settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
+                                  batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                  logging_steps=logging_steps, report_to=report_to)
+    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code, chat_template,
+                                 resume, audit)
+    run_job(co.job("rm", data, output, model, config, set_, settings, options, pad_token=pad_token, margin=margin,
+                   eval_fraction=eval_fraction, human_eval=str(human_eval) if human_eval else None))

@@ -40,15 +40,11 @@ def sft(
 ) -> None:
     """Fine-tune a model on prompt/completion records; the loss falls on the completions only."""
     co.relaunch_if_asked(accelerate_config, num_processes)
-    from trl import SFTConfig
+    from cai.train.jobs import run_job
 
-    from cai.train.sft import train_sft
-
-    options = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
-                                 batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
-                                 logging_steps=logging_steps, report_to=report_to)
-    cfg = co.make_config(SFTConfig, output, config, set_, options)
-    train_sft(data, output_dir=output, model=model, config=cfg,
-              lora=co.lora_options(lora, lora_r, lora_alpha, lora_dropout, lora_target),
-              eval_fraction=eval_fraction, dtype=dtype, trust_remote_code=trust_remote_code,
-              chat_template=chat_template, resume=resume, audit=audit)
+    settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
+                                  batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                  logging_steps=logging_steps, report_to=report_to)
+    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code, chat_template,
+                                 resume, audit)
+    run_job(co.job("sft", data, output, model, config, set_, settings, options, eval_fraction=eval_fraction))

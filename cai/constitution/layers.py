@@ -20,8 +20,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from cai.constitution.paths import SHIPPED_DIR, candidate_paths, display_path
 from cai.constitution.schema import (
-    SHIPPED_DIR,
     Constitution,
     Example,
     FeedbackExample,
@@ -29,9 +29,7 @@ from cai.constitution.schema import (
     PrincipleId,
     Text,
     Weight,
-    candidate_paths,
     check_version,
-    display_path,
 )
 from cai.core.errors import CaiError
 from cai.core.yaml_lines import Lines, error_hint, error_parts, located_error, parse_yaml, read_source, where

@@ -18,7 +18,8 @@ prior turns whatever principle a round samples: ``examples`` are
 messages.
 
 Layering: a file may say ``extends: [name-or-path, ...]`` and ``remove: [...]``
-and override principles by id; :mod:`cai.constitution.layers` resolves that.
+and override principles by id; :mod:`cai.constitution.layers` resolves that and
+:mod:`cai.constitution.load` finds and loads files.
 The resolved :class:`Constitution` has no ``extends``/``remove``; its
 :attr:`Constitution.hash` is the sha256 of its canonical JSON, so the same
 content gives the same hash however it was written. YAML is read with the safe
@@ -32,7 +33,6 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
@@ -45,17 +45,8 @@ from pydantic import (
     field_validator,
 )
 
-import cai
-from cai.core.errors import CaiError
 from cai.core.records import ConstitutionRef, Message
-from cai.core.yaml_lines import MAX_NODES as MAX_NODES  # re-exported, like the YAML helpers below
-from cai.core.yaml_lines import Lines as Lines
-from cai.core.yaml_lines import decode_utf8, read_source
-from cai.core.yaml_lines import dotted as dotted
-from cai.core.yaml_lines import parse_yaml as parse_yaml
-from cai.core.yaml_lines import where as where
 
-SHIPPED_DIR = Path(cai.__file__).resolve().parents[1] / "constitutions"
 DEFAULT_COMPARISON = "Which of these assistant responses is more helpful, honest and harmless?"
 
 
@@ -300,66 +291,3 @@ def diff_constitutions(a: Constitution, b: Constitution) -> ConstitutionDiff:
         fields=[f for f in da if da[f] != db[f]],
         reordered=common != [pid for pid in pb if pid in pa],
     )
-
-
-# --- finding and loading ------------------------------------------------------------------------
-
-
-def display_path(path: Path) -> str:
-    """``path`` relative to the working folder when inside it, for messages."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def candidate_paths(ref: str, folders: list[Path]) -> list[Path]:
-    """Where ``ref`` may live in ``folders``, in order (``.yaml``/``.yml`` added unless given)."""
-    names = [ref] if ref.endswith((".yaml", ".yml")) else [f"{ref}.yaml", f"{ref}.yml"]
-    return [folder / name for folder in folders for name in names]
-
-
-def shipped_names() -> list[str]:
-    """Names of the constitutions shipped in ``constitutions/`` (``harmless``, ``regions/eu``...)."""
-    return sorted(str(p.relative_to(SHIPPED_DIR).with_suffix("")) for p in SHIPPED_DIR.rglob("*.yaml"))
-
-
-def loads_constitution(
-    data: str | bytes, source: str = "<string>", base_dir: Path | None = None
-) -> Constitution:
-    """Resolve a constitution from YAML text; ``extends`` resolve from ``base_dir``, then the shipped ones.
-
-    >>> c = loads_constitution("name: t\\nversion: '1'\\nprinciples:\\n- {id: a, critique: c, revision: r}")
-    >>> c.ref().name, len(c.hash)
-    ('t', 64)
-    >>> loads_constitution("name: t\\nversion: 1.0\\nprinciples: []")
-    Traceback (most recent call last):
-    ...
-    cai.core.errors.CaiError: <string>:2: version: must be a string: quote it, e.g. version: "1.0" (fix: correct 'version')
-    """
-    from cai.constitution.layers import resolve_constitution  # layers import the schema from here
-
-    text = decode_utf8(data, source) if isinstance(data, bytes) else data
-    return resolve_constitution(text, source, base_dir, [])
-
-
-def find_constitution(path_or_name: str | Path) -> Path:
-    """A file path as given, else a shipped constitution by name (``harmless``, ``regions/eu``)."""
-    path = Path(path_or_name)
-    if path.exists():
-        return path
-    if isinstance(path_or_name, str) and not path.is_absolute():
-        for candidate in candidate_paths(path_or_name, [Path.cwd(), SHIPPED_DIR]):
-            if candidate.is_file():
-                return candidate
-    names = ", ".join(shipped_names()) or "none"
-    raise CaiError(f"{path_or_name}: file not found", hint=f"give a .yaml path or a shipped name ({names})")
-
-
-def load_constitution(path_or_name: str | Path) -> Constitution:
-    """Load, layer and validate a constitution file (or a shipped one by name)."""
-    from cai.constitution.layers import resolve_constitution
-
-    path = find_constitution(path_or_name)
-    source = str(path_or_name) if Path(path_or_name) == path else display_path(path)
-    return resolve_constitution(read_source(path, source), source, path.parent, [path.resolve()])

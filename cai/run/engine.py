@@ -86,6 +86,14 @@ class RunContext:
     def dir(self, stage: str) -> Path:
         return self.run_dir / stage
 
+    def rel(self, path: Path) -> str:
+        """A path as stored in ``stage.json``: relative to the run directory (so the directory can move)."""
+        return str(Path(path).relative_to(self.run_dir))
+
+    def output(self, stage: str, key: str) -> Path:
+        """An output path of a finished stage."""
+        return self.run_dir / self.outputs[stage][key]
+
 
 @dataclass
 class StageResult:

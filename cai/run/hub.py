@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from cai.core.errors import CaiError
-from cai.run.recipe import Recipe
+from cai.run.recipe import Recipe, recipe_constitution
 
 # artifact -> (stage, output key, repo type)
 ARTIFACTS = {
@@ -104,9 +104,7 @@ def _stats(folder: Path, outputs: dict[str, Any]) -> dict[str, Any]:
 
 def hub_items(recipe: Recipe, run_dir: Path, outputs: dict[str, dict[str, Any]], namespace: str) -> list[HubItem]:
     """The repos this run would push (artifacts whose stage ran)."""
-    from cai.run.stages import constitution
-
-    const_yaml = constitution(recipe).to_yaml()
+    const_yaml = recipe_constitution(recipe).to_yaml()
     items = []
     for artifact in recipe.hub.artifacts:
         stage, key, repo_type = ARTIFACTS[artifact]

@@ -15,7 +15,7 @@ errors and ``variants`` live in :mod:`cai.run.load`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,13 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+
+from cai.backends.spec import BackendSpec
+
+if TYPE_CHECKING:
+    from cai.constitution.schema import Constitution
+    from cai.stages.critique.stage import CritiqueStageConfig
+    from cai.stages.label.stage import LabelStageConfig
 
 STAGE_ORDER = ("split", "critique", "sft", "answers", "label", "rm", "policy", "eval")
 
@@ -48,30 +55,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSpec(_Section):
-    """A model and how to reach it: local transformers (``hf``) or an OpenAI-compatible server."""
+class ModelSpec(BackendSpec):
+    """A model and how to reach it (:class:`~cai.backends.spec.BackendSpec`), plus what the trainers load.
 
-    name: str = "default"
-    backend: Literal["hf", "openai"] = "hf"
-    base_url: Annotated[list[str], BeforeValidator(_listify)] = Field(default_factory=list)
-    weights: str | None = None  # what the trainers load (hub id or path) when `name` is a server's model name
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(8, ge=1)
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(2, ge=0)
-    batch_size: int = Field(16, ge=1)
-    device: str | None = None
-    dtype: str | None = None
-    trust_remote_code: bool = False
-    chat_template: str | None = None
+    ``weights`` (a hub id or path) is what training starts from when ``name`` is a server's model name.
+    """
 
-    @model_validator(mode="after")
-    def _urls(self) -> ModelSpec:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend openai needs base_url, e.g. base_url: [http://127.0.0.1:8000/v1]")
-        if self.backend == "hf" and self.base_url:
-            raise ValueError("base_url is only for backend: openai")
-        return self
+    weights: str | None = None
 
     def train_weights(self) -> str:
         """What the trainers start from."""
@@ -79,8 +69,7 @@ class ModelSpec(_Section):
 
     def identity(self) -> dict[str, Any]:
         """What determines this model's outputs (not how many requests fly at once)."""
-        return {"name": self.name, "backend": self.backend, "weights": self.weights, "dtype": self.dtype,
-                "trust_remote_code": self.trust_remote_code, "chat_template": self.chat_template}
+        return {**super().identity(), "weights": self.weights}
 
 
 class LoraSpec(_Section):
@@ -144,6 +133,23 @@ class CritiqueSpec(_Section):
     batch_size: int = Field(16, ge=1)
     helpful_ratio: float = Field(1.0, ge=0)
     sft_round: int | None = Field(None, ge=1)
+    sft_source: Literal["revision", "initial", "best"] = "revision"  # initial: context distillation
+    min_sft_fraction: float = Field(0.1, ge=0, le=1)  # stop when fewer red-team traces survive the gates
+    answer_few_shot: bool = False  # the initial answers see the constitution's examples first
+
+    def stage_config(self, seed: int) -> CritiqueStageConfig:
+        """The :class:`~cai.stages.critique.stage.CritiqueStageConfig` this section asks for."""
+        from cai.core.records import SamplingParams
+        from cai.stages.critique.loop import CritiqueConfig
+        from cai.stages.critique.stage import CritiqueStageConfig
+
+        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                                seed=seed)
+        loop = CritiqueConfig(rounds=self.rounds, samples_per_prompt=self.samples_per_prompt,
+                              no_critique=self.no_critique, few_shot=self.few_shot, batch_size=self.batch_size,
+                              answer_few_shot=self.answer_few_shot, params=params)
+        return CritiqueStageConfig(loop=loop, helpful_ratio=self.helpful_ratio, sft_round=self.sft_round,
+                                   sft_source=self.sft_source)
 
 
 class SFTSpec(_Section):
@@ -177,10 +183,20 @@ class LabelSpec(_Section):
     human_weight: float = Field(1.0, ge=0)
     pairs_per_call: int = Field(8, ge=1)
     feedback_batch_size: int = Field(8, ge=1)
+    keep_ties: bool = False  # exact ties (p_chosen 0.5) are dropped unless kept
+    labeler_audit: RelPath | None = None  # `cai audit labeler` audit.json of this feedback model (signal check)
+
+    def stage_config(self, seed: int) -> LabelStageConfig:
+        """The :class:`~cai.stages.label.stage.LabelStageConfig` of this section (its keys of the same names)."""
+        from cai.stages.label.stage import LabelStageConfig
+
+        keys = set(LabelStageConfig.model_fields) & set(type(self).model_fields)
+        return LabelStageConfig(seed=seed, **self.model_dump(include=keys))
 
 
 class RMSpec(_Section):
     start_from: Literal["sft", "base"] = "sft"
+    allow_weak_labels: bool = False  # train on AI labels that carry no signal (and no human labels)
     train: TrainSpec = TrainSpec()
     pad_token: str | None = None
     margin: float | None = None
@@ -202,6 +218,7 @@ class PolicySpec(_Section):
     judge_question: str | None = None
     reward_batch_size: int = Field(8, ge=1)
     system_prompt: bool = False  # online RL: answer under the constitution's system prompt
+    allow_weak_labels: bool = False  # train on AI labels that carry no signal (and no human labels)
 
 
 class EvalStageSpec(_Section):
@@ -215,6 +232,8 @@ class EvalStageSpec(_Section):
     enabled: bool = True
     models: list[Literal["base", "sft", "trained"]] = Field(default_factory=lambda: ["base", "trained"], min_length=1)
     lookalike: RelPath | None = None  # XSTest-format file (label: safe|unsafe)
+    judge_audit: RelPath | None = None  # `cai audit judge` audit.json: the harm judge against human labels
+    refusal_audit: RelPath | None = None  # `cai audit refusal` audit.json: the refusal detector's accuracy
     feedback_model: ModelSpec | None = None  # the judge; default: the recipe's model
     max_new_tokens: int = Field(128, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -286,3 +305,10 @@ class Recipe(_Section):
 
     def feedback(self) -> ModelSpec:
         return self.label.feedback_model or self.model
+
+
+def recipe_constitution(recipe: Recipe) -> Constitution:
+    """The recipe's constitution, loaded and resolved (a file, or a shipped name)."""
+    from cai.constitution.load import load_constitution
+
+    return load_constitution(recipe.constitution)

@@ -3,14 +3,21 @@
 ``generate_completions`` is a function over records: it takes prompt records and
 a backend, and yields one :class:`~cai.core.records.CompletionRecord` per prompt and
 sample, batch by batch, skipping ids already done (so the caller can resume from
-what its writer already holds).
+what its writer already holds); ``run_generate`` is the stage itself: it appends
+them to a JSONL file through the one resume loop (:func:`cai.core.resume.fill_jsonl`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends.protocol import Backend
+from cai.backends.spec import BackendSpec
 from cai.core.records import (
     CompletionRecord,
     ConstitutionRef,
@@ -21,6 +28,9 @@ from cai.core.records import (
     make_id,
     to_chat,
 )
+from cai.core.resume import Filled, fill_jsonl
+
+log = logging.getLogger(__name__)
 
 
 def build_chat(prompt: PromptRecord, system_prompt: str | None = None) -> list[Message]:
@@ -104,3 +114,48 @@ def generate_completions(
             yield from flush()
     if pending:
         yield from flush()
+
+
+class GenerateConfig(BaseModel):
+    """How :func:`run_generate` answers: the sampling, the system prompt, and prompts per backend call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    params: SamplingParams = SamplingParams()
+    system_prompt: str | None = None
+    batch_size: int = Field(64, ge=1)
+
+
+def completion_ids(records: Sequence[PromptRecord], spec: BackendSpec, config: GenerateConfig) -> set[str]:
+    """The ids of every completion :func:`run_generate` makes for ``records`` (to check what is done)."""
+    params, system = config.params, config.system_prompt or None
+    return {completion_id(r.key(), spec.name, spec.backend, params, system, k)
+            for r in records for k in range(params.n)}
+
+
+def run_generate(
+    records: Sequence[PromptRecord],
+    output: Path,
+    spec: BackendSpec,
+    config: GenerateConfig,
+    *,
+    constitution: ConstitutionRef | None = None,
+    resume: bool = True,
+    what: str = "answer",
+    desc: str = "generate",
+    backend: Callable[[], Backend] | None = None,
+) -> Filled:
+    """The generation stage: append to ``output`` every completion of ``records`` it lacks (resumable).
+
+    Called by ``cai generate``, by ``cai label`` for its candidates and by ``cai run``'s ``answers`` stage.
+    The backend is built (``spec.build()``, or ``backend()`` when given) only when something is missing.
+    """
+    params, system = config.params, config.system_prompt or None
+    ids = completion_ids(records, spec, config)
+
+    def produce(be: Backend, done: Callable[[str], bool], bar: Any) -> Iterator[CompletionRecord]:
+        log.info("generating %d %s(s) (%d prompt(s) x %d) with %s model %s -> %s; %d already there",
+                 len(ids) - bar.n, what, len(records), params.n, spec.backend, spec.name, output, bar.n)
+        return generate_completions(records, be, params, system_prompt=system, constitution=constitution,
+                                    done=done, batch_size=config.batch_size)
+
+    return fill_jsonl(output, ids, backend or spec.build, produce, what=what, desc=desc, resume=resume)

@@ -23,7 +23,7 @@ from trl import DPOTrainer
 
 from cai.core.errors import CaiError
 from cai.core.jsonl import PathLike
-from cai.train.common.models import LoraOptions
+from cai.train.common.models import ModelOptions
 from cai.train.common.runner import TrainResult
 from cai.train.losses import soft_dpo_loss
 from cai.train.soft_labels import SOFT_KEYS, pop_soft_labels, with_soft_columns
@@ -112,6 +112,23 @@ def check_soft_label_config(cfg: Any) -> None:
                        f"{', '.join(clashes)}", hint="drop --soft-labels, or drop those settings")
 
 
+def check_cot_labels(paths: Sequence[str], soft_labels: bool) -> None:
+    """Refuse hard-label DPO on chain-of-thought labels: clamped to 0.4-0.6, they only make sense as soft labels.
+
+    Plain DPO would train every such pair as a certain preference for the answer the clamp barely favoured.
+    """
+    if soft_labels:
+        return
+    from cai.core.jsonl import read_records
+    from cai.core.records import PreferenceRecord
+
+    cot = [p for p in paths for r in read_records(p, PreferenceRecord) if r.label is not None and r.label.cot]
+    if cot:
+        raise CaiError(f"{cot[0]}: {len(cot)} pair(s) were labelled with --cot, whose labels are clamped to a "
+                       "narrow band around 0.5: plain DPO would train them as certain preferences",
+                       hint="train with --soft-labels (recipe: policy.soft_labels: true), or label without --cot")
+
+
 def train_dpo(
     data: PathLike | Sequence[PathLike],
     *,
@@ -119,14 +136,9 @@ def train_dpo(
     model: str = "default",
     ref_model: str | None = None,
     config: Any = None,
-    lora: LoraOptions | None = None,
+    options: ModelOptions = ModelOptions(),
     soft_labels: bool = False,
     eval_fraction: float = 0.0,
-    dtype: str | None = None,
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
-    resume: bool = False,
-    audit: PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` with DPO on preference records; save it and a model card in ``output_dir``."""
     from cai.train.common.data import as_paths, preference_datasets
@@ -139,16 +151,17 @@ def train_dpo(
     cfg.output_dir = str(output_dir)
     if soft_labels:
         check_soft_label_config(cfg)
+    check_cot_labels(as_paths(data), soft_labels)
     train, held_out = preference_datasets(data, eval_fraction, seed=0)
     labels = label_summary(train["p_chosen"], train["weight"])
     if not soft_labels and (labels["soft_labels"] or labels["weighted"]):
         log.warning("%d pair(s) have a soft p_chosen and %d a weight other than 1: plain DPO ignores both "
                     "(pass --soft-labels to use them)", labels["soft_labels"], labels["weighted"])
-    tok = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code)
-    policy = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
-    ref = load_causal_lm(ref_model, dtype=dtype, trust_remote_code=trust_remote_code) if ref_model else None
+    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    policy = load_causal_lm(model, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
+    ref = load_causal_lm(ref_model, dtype=options.dtype, trust_remote_code=options.trust_remote_code) if ref_model else None
     cls = SoftLabelDPOTrainer if soft_labels else DPOTrainer
-    reference = ref_model or ("the base model (LoRA adapter off)" if lora else f"a frozen copy of {model}")
+    reference = ref_model or ("the base model (LoRA adapter off)" if options.lora else f"a frozen copy of {model}")
     log.info("DPO%s on %d pair(s) (%d held out) from %s: %s, reference %s -> %s",
              " with soft labels" if soft_labels else "", len(train), len(held_out), ", ".join(as_paths(data)),
              model, reference, output_dir)
@@ -156,14 +169,14 @@ def train_dpo(
     trainer = cls(
         model=policy, ref_model=ref, args=cfg, train_dataset=train,
         eval_dataset=held_out if len(held_out) else None, processing_class=tok,
-        peft_config=lora_config(lora, "CAUSAL_LM"), callbacks=[guard],
+        peft_config=lora_config(options.lora, "CAUSAL_LM"), callbacks=[guard],
     )
     if soft_labels:
         trainer.data_collator = SoftLabelCollator(trainer.data_collator)
     evaluate = (lambda: trainer.evaluate()) if len(held_out) else None
     return run_and_save(
-        trainer, guard, output_dir=output_dir, resume=resume, evaluate=evaluate,
-        card={"trainer": "dpo", "base_model": model, "data_files": {"preferences": as_paths(data)}, "audit": audit,
+        trainer, guard, output_dir=output_dir, resume=options.resume, evaluate=evaluate,
+        card={"trainer": "dpo", "base_model": model, "data_files": {"preferences": as_paths(data)}, "audit": options.audit,
               "notes": {"reference": reference, "soft_labels": soft_labels, "labels": labels,
-                        "pairs_held_out": len(held_out), "lora": lora.__dict__ if lora else None}},
+                        "pairs_held_out": len(held_out), "lora": options.lora.__dict__ if options.lora else None}},
     )

@@ -18,7 +18,7 @@ from typing import Any
 from trl import RewardTrainer
 
 from cai.core.jsonl import PathLike
-from cai.train.common.models import LoraOptions
+from cai.train.common.models import ModelOptions
 from cai.train.common.runner import TrainResult
 from cai.train.losses import soft_bradley_terry_loss
 from cai.train.soft_labels import pop_soft_labels, with_soft_columns
@@ -104,16 +104,11 @@ def train_reward_model(
     output_dir: PathLike,
     model: str = "default",
     config: Any = None,
-    lora: LoraOptions | None = None,
+    options: ModelOptions = ModelOptions(),
     pad_token: str | None = None,
     margin: float | None = None,
     eval_fraction: float = 0.1,
     human_eval: PathLike | None = None,
-    dtype: str | None = None,
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
-    resume: bool = False,
-    audit: PathLike | None = None,
 ) -> TrainResult:
     """Train a preference model on preference records; report held-out (and human-eval) accuracy.
 
@@ -130,15 +125,15 @@ def train_reward_model(
     cfg.output_dir = str(output_dir)
     train, held_out = preference_datasets(data, eval_fraction, seed=0)
     human = preference_datasets(human_eval, 0.0)[0] if human_eval else None
-    tok = load_tokenizer(model, pad_token=pad_token, chat_template=chat_template, trust_remote_code=trust_remote_code)
-    rm = load_reward_model(model, tok, dtype=dtype, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(model, pad_token=pad_token, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    rm = load_reward_model(model, tok, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
     labels = label_summary(train["p_chosen"], train["weight"])
     log.info("preference model on %d pair(s) (%d held out; %d soft labels) from %s: %s -> %s",
              len(train), len(held_out), labels["soft_labels"], ", ".join(as_paths(data)), model, output_dir)
     guard = NonFiniteGuard()
     trainer = SoftLabelRewardTrainer(
         model=rm, args=cfg, train_dataset=_with_margin(train, margin), processing_class=tok,
-        peft_config=lora_config(lora, "SEQ_CLS"), callbacks=[guard],
+        peft_config=lora_config(options.lora, "SEQ_CLS"), callbacks=[guard],
     )
     trainer.data_collator = SoftLabelCollator(trainer.data_collator)
     kept = len(trainer.train_dataset)
@@ -159,9 +154,9 @@ def train_reward_model(
 
     files = {"preferences": as_paths(data), **({"human_eval": as_paths(human_eval)} if human_eval else {})}
     return run_and_save(
-        trainer, guard, output_dir=output_dir, resume=resume, evaluate=evaluate,
-        card={"trainer": "reward_model", "base_model": model, "data_files": files, "audit": audit,
+        trainer, guard, output_dir=output_dir, resume=options.resume, evaluate=evaluate,
+        card={"trainer": "reward_model", "base_model": model, "data_files": files, "audit": options.audit,
               "notes": {"labels": labels, "pairs_trained": kept, "pairs_held_out": len(held_out),
                         "margin": margin, "pad_token": tok.pad_token,
-                        "lora": lora.__dict__ if lora else None}},
+                        "lora": options.lora.__dict__ if options.lora else None}},
     )

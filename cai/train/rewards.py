@@ -245,9 +245,9 @@ def make_reward(
     if kind == "rm":
         return PreferenceModelReward(value, device=device, batch_size=batch_size)
     if judge_backend is None:
-        from cai.backends import make_backend
+        from cai.backends.spec import BackendSpec
 
-        judge_backend = make_backend("hf", value, batch_size=batch_size, device=device)
+        judge_backend = BackendSpec(name=value, batch_size=batch_size, device=device).build()
     return JudgeReward(judge_backend, question=judge_question, output=judge_output)
 
 

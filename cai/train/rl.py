@@ -16,7 +16,7 @@ from typing import Any
 
 from cai.core.errors import CaiError
 from cai.core.jsonl import PathLike
-from cai.train.common.models import LoraOptions
+from cai.train.common.models import ModelOptions
 from cai.train.common.runner import TrainResult
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("rloo", "grpo")
 
 
-def _classes(algorithm: str) -> tuple[Any, Any]:
+def rl_classes(algorithm: str) -> tuple[Any, Any]:
     if algorithm == "rloo":
         from trl import RLOOConfig, RLOOTrainer
 
@@ -40,7 +40,7 @@ def default_rl_config(algorithm: str, output_dir: PathLike, **options: Any) -> A
     """An ``RLOOConfig`` or ``GRPOConfig`` with cai's defaults and ``options``."""
     from cai.train.common.config import build_config, training_defaults
 
-    config_cls, _ = _classes(algorithm)
+    config_cls, _ = rl_classes(algorithm)
     return build_config(config_cls, options=options, defaults=training_defaults(config_cls, output_dir))
 
 
@@ -91,14 +91,9 @@ def train_rl(
     output_dir: PathLike,
     model: str = "default",
     config: Any = None,
-    lora: LoraOptions | None = None,
+    options: ModelOptions = ModelOptions(),
     judge_question: str | None = None,
     reward_batch_size: int = 8,
-    dtype: str | None = None,
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
-    resume: bool = False,
-    audit: PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` with RLOO or GRPO on the prompts of ``prompts`` against ``rewards``.
 
@@ -110,23 +105,23 @@ def train_rl(
     from cai.train.common.models import load_causal_lm, load_tokenizer, lora_config
     from cai.train.common.runner import run_and_save
 
-    _, trainer_cls = _classes(algorithm)
+    _, trainer_cls = rl_classes(algorithm)
     cfg = config if config is not None else default_rl_config(algorithm, output_dir)
     cfg.output_dir = str(output_dir)
     dataset = prompt_dataset(prompts)
-    tok = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code)
-    policy = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    policy = load_causal_lm(model, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
     reward_fns, described = build_rewards(rewards, tok, batch_size=reward_batch_size, judge_question=judge_question)
     check_batch(cfg, cfg.world_size)
     guard = NonFiniteGuard()
     trainer = trainer_cls(
         model=policy, reward_funcs=reward_fns, args=cfg, train_dataset=dataset, processing_class=tok,
-        peft_config=lora_config(lora, "CAUSAL_LM"), callbacks=[guard],
+        peft_config=lora_config(options.lora, "CAUSAL_LM"), callbacks=[guard],
     )
     log.info("%s on %d prompt(s) from %s: %s, reward %s -> %s", algorithm.upper(), len(dataset),
              ", ".join(as_paths(prompts)), model, " + ".join(d["kind"] for d in described), output_dir)
     return run_and_save(
-        trainer, guard, output_dir=output_dir, resume=resume,
+        trainer, guard, output_dir=output_dir, resume=options.resume,
         card={"trainer": algorithm, "base_model": model, "data_files": {"prompts": as_paths(prompts)},
-              "audit": audit, "notes": {"rewards": described, "lora": lora.__dict__ if lora else None}},
+              "audit": options.audit, "notes": {"rewards": described, "lora": options.lora.__dict__ if options.lora else None}},
     )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cai.core.jsonl import PathLike
-from cai.train.common.models import LoraOptions
+from cai.train.common.models import ModelOptions
 from cai.train.common.runner import TrainResult
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,8 @@ def train_sft(
     output_dir: PathLike,
     model: str = "default",
     config: Any = None,
-    lora: LoraOptions | None = None,
+    options: ModelOptions = ModelOptions(),
     eval_fraction: float = 0.0,
-    dtype: str | None = None,
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
-    resume: bool = False,
-    audit: PathLike | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on SFT records; save it, its tokenizer and a model card in ``output_dir``.
 
@@ -56,18 +51,18 @@ def train_sft(
     cfg = config if config is not None else default_sft_config(output_dir)
     cfg.output_dir = str(output_dir)
     train, held_out = sft_datasets(data, eval_fraction, seed=cfg.seed)
-    tok = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code)
-    lm = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    lm = load_causal_lm(model, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
     guard = NonFiniteGuard()
     log.info("SFT on %d record(s) (%d held out) from %s: model %s -> %s", len(train), len(held_out),
              ", ".join(as_paths(data)), model, output_dir)
     trainer = SFTTrainer(
         model=lm, args=cfg, train_dataset=train, eval_dataset=held_out if len(held_out) else None,
-        processing_class=tok, peft_config=lora_config(lora, "CAUSAL_LM"), callbacks=[guard],
+        processing_class=tok, peft_config=lora_config(options.lora, "CAUSAL_LM"), callbacks=[guard],
     )
     evaluate = (lambda: trainer.evaluate()) if len(held_out) else None
     return run_and_save(
-        trainer, guard, output_dir=output_dir, resume=resume, evaluate=evaluate,
-        card={"trainer": "sft", "base_model": model, "data_files": {"train": as_paths(data)}, "audit": audit,
-              "notes": {"lora": lora.__dict__ if lora else None, "held_out_records": len(held_out)}},
+        trainer, guard, output_dir=output_dir, resume=options.resume, evaluate=evaluate,
+        card={"trainer": "sft", "base_model": model, "data_files": {"train": as_paths(data)}, "audit": options.audit,
+              "notes": {"lora": options.lora.__dict__ if options.lora else None, "held_out_records": len(held_out)}},
     )

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.constitution import app
-from cai.constitution.schema import load_constitution, loads_constitution
+from cai.constitution.load import load_constitution, loads_constitution
 from tests.helpers.paths import ROOT
 
 GOOD = 'name: good\nversion: "2.0"\nprinciples:\n  - id: a\n    critique: c\n    revision: r\n'

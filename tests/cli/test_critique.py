@@ -75,7 +75,7 @@ def test_end_to_end_with_helpful_mix_and_revision_pairs(tmp_path, tiny_model_dir
         assert len(to_dataset(sft=out / "sft.jsonl", test_fraction=0.0)["train_sft"]) == len(sft)
     before = (out / "sft.jsonl").read_bytes()
     again = cai(*args)
-    assert again.returncode == 0 and "nothing to generate" in again.stderr
+    assert again.returncode == 0 and "nothing to do" in again.stderr
     assert (out / "sft.jsonl").read_bytes() == before and len(lines(out / "revisions.jsonl")) == 6
 
 

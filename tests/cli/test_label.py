@@ -75,7 +75,7 @@ def test_kill_9_then_rerun_labels_each_pair_once(tmp_path, tiny_model_dir):
     # a filter change rebuilds the outputs without touching the model or the labels
     before = labels.read_bytes()
     r = cai(*args, "--min-confidence", "1.0")
-    assert r.returncode == 0 and "rebuilding the outputs only" in r.stderr
+    assert r.returncode == 0 and "nothing to do" in r.stderr
     assert labels.read_bytes() == before
     assert json.loads((run / "stats.json").read_text())["filters"]["min_confidence"] == 1.0
 
@@ -116,10 +116,11 @@ server = server_fixture(lambda request: request.getfixturevalue("tiny_model_dir"
 @pytest.mark.integration
 def test_server_without_logprobs_falls_back_to_parsed_letters(server, tmp_path):
     from cai.backends.openai.backend import OpenAIBackend
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.core.records import Message
-    from cai.stages.label.labeler import LabelConfig, label_records, make_pair
+    from cai.stages.label.labeler import LabelConfig, label_records
     from cai.stages.label.outputs import Filters, label_stats, select_preferences
+    from cai.stages.label.pairs import make_pair
 
     be = OpenAIBackend(server.model, base_urls=[server.base_url], timeout=60)
     pairs = [make_pair([Message(role="user", content=f"How do I bake bread {i}?")], "Mix flour and water.",

@@ -38,7 +38,7 @@ def payloads(marker: Path) -> list[str]:
 
 
 def _loaders(tmp_path: Path):
-    from cai.constitution.schema import load_constitution
+    from cai.constitution.load import load_constitution
     from cai.train.common.config import load_config_file, parse_set
     from cai.train.common.launch import resolve_config
 
@@ -146,9 +146,9 @@ def recorded(monkeypatch):
 
 @pytest.mark.parametrize("passed", [False, True])
 def test_hf_backend_passes_trust_remote_code_only_when_asked(recorded, tiny_model_dir, passed):
-    from cai.backends import make_backend
+    from cai.backends import BackendSpec
 
-    make_backend("hf", str(tiny_model_dir), trust_remote_code=passed)
+    BackendSpec(name=str(tiny_model_dir), trust_remote_code=passed).build()
     assert {name for name, _ in recorded} >= {"AutoTokenizer", "AutoModelForCausalLM"}
     assert [kw.get("trust_remote_code") for _, kw in recorded] == [passed] * len(recorded)
 

@@ -72,7 +72,7 @@ def test_prompt_reader_with_ids_raises_only_cai_error(text):
 @given(lines=st.lists(recordish.map(json.dumps) | st.text(max_size=10), min_size=1, max_size=4),
        pairing=st.sampled_from(["all", "disjoint"]))
 def test_responses_and_preference_reader_raises_only_cai_error(lines, pairing):
-    from cai.stages.label.labeler import read_pairs_file
+    from cai.stages.label.pairs import read_pairs_file
 
     only_cai_error(read_pairs_file, write("\n".join(lines) + "\n"), pairing)
 
@@ -86,7 +86,7 @@ pair = st.fixed_dictionaries({"prompt": st.text(max_size=4) | st.lists(message, 
 @SETTINGS
 @given(pairs=st.lists(pair.map(json.dumps), min_size=1, max_size=4))
 def test_pair_shaped_files_raise_only_cai_error(pairs):
-    from cai.stages.label.labeler import read_pairs_file
+    from cai.stages.label.pairs import read_pairs_file
 
     only_cai_error(read_pairs_file, write("\n".join(pairs) + "\n"))
 

@@ -44,30 +44,32 @@ def _keep(ds: datasets.Dataset, columns: Sequence[str]) -> datasets.Dataset:
     return ds.remove_columns([c for c in ds.column_names if c not in columns])
 
 
+def _split_datasets(kind: str, paths: PathLike | Sequence[PathLike], eval_fraction: float,
+                    seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """``(train, eval)`` of one record kind (``sft`` or ``prefs``), with that kind's columns only."""
+    from cai.stages.export import to_dataset
+
+    files = as_paths(paths)
+    dd = to_dataset(**{kind: files}, test_fraction=eval_fraction, seed=seed)
+    columns = SFT_COLUMNS if kind == "sft" else PREFERENCE_COLUMNS
+    train, test = _keep(dd[f"train_{kind}"], columns), _keep(dd[f"test_{kind}"], columns)
+    if len(train) == 0:
+        what = "records" if kind == "sft" else "pairs"
+        raise CaiError(f"{', '.join(files)}: no training {what} left after holding out {eval_fraction:.0%}",
+                       hint=f"add {what} or lower the eval fraction")
+    return train, test
+
+
 def sft_datasets(paths: PathLike | Sequence[PathLike], eval_fraction: float = 0.0,
                  seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
     """``(train, eval)`` prompt/completion datasets from SFT (completion) records."""
-    from cai.stages.export import to_dataset
-
-    dd = to_dataset(sft=as_paths(paths), test_fraction=eval_fraction, seed=seed)
-    train, test = _keep(dd["train_sft"], SFT_COLUMNS), _keep(dd["test_sft"], SFT_COLUMNS)
-    if len(train) == 0:
-        raise CaiError(f"{', '.join(as_paths(paths))}: no training records left after holding out "
-                       f"{eval_fraction:.0%}", hint="add records or lower the eval fraction")
-    return train, test
+    return _split_datasets("sft", paths, eval_fraction, seed)
 
 
 def preference_datasets(paths: PathLike | Sequence[PathLike], eval_fraction: float = 0.0,
                         seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
     """``(train, eval)`` preference datasets with ``p_chosen`` and ``weight`` columns."""
-    from cai.stages.export import to_dataset
-
-    dd = to_dataset(prefs=as_paths(paths), test_fraction=eval_fraction, seed=seed)
-    train, test = _keep(dd["train_prefs"], PREFERENCE_COLUMNS), _keep(dd["test_prefs"], PREFERENCE_COLUMNS)
-    if len(train) == 0:
-        raise CaiError(f"{', '.join(as_paths(paths))}: no training pairs left after holding out "
-                       f"{eval_fraction:.0%}", hint="add pairs or lower the eval fraction")
-    return train, test
+    return _split_datasets("prefs", paths, eval_fraction, seed)
 
 
 def prompt_dataset(paths: PathLike | Sequence[PathLike]) -> datasets.Dataset:

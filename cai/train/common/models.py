@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cai.backends.hf.loading import _from_pretrained, pick_device, pick_dtype, resolve_model
+from cai.backends.hf.loading import from_pretrained, pick_device, pick_dtype, resolve_model
 from cai.core.errors import CaiError
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,23 @@ class LoraOptions:
             raise CaiError(f"LoRA rank {self.r} must be at least 1", hint="e.g. --lora-r 16")
         if not 0.0 <= self.dropout < 1.0:
             raise CaiError(f"LoRA dropout {self.dropout} must be in [0, 1)", hint="e.g. --lora-dropout 0.05")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How every trainer loads and saves its model: LoRA, dtype, remote code, chat template, resume, audit.
+
+    ``dtype`` None means fp32 on CPU and bf16/fp16 on a GPU; ``resume`` continues from the
+    newest checkpoint in the output folder (TRL trainers); ``audit`` is a labeler audit JSON
+    to summarise in the model card.
+    """
+
+    lora: LoraOptions | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+    resume: bool = False
+    audit: str | None = None
 
 
 def lora_config(opts: LoraOptions | None, task_type: str = "CAUSAL_LM") -> Any:
@@ -92,7 +109,7 @@ def load_tokenizer(name: str, *, pad_token: str | None = None, chat_template: st
     """The model's tokenizer for training: right padding, a pad token, and a chat template."""
     from transformers import AutoTokenizer
 
-    tok = _from_pretrained(AutoTokenizer, resolve_model(name), name, trust_remote_code=trust_remote_code)
+    tok = from_pretrained(AutoTokenizer, resolve_model(name), name, trust_remote_code=trust_remote_code)
     if chat_template:
         from cai.backends.hf.loading import read_chat_template
 
@@ -117,7 +134,7 @@ def load_causal_lm(name: str, *, dtype: str | None = None, trust_remote_code: bo
     """A causal LM to train (train mode, on CPU; the Trainer moves it)."""
     from transformers import AutoModelForCausalLM
 
-    model = _from_pretrained(AutoModelForCausalLM, resolve_model(name), name,
+    model = from_pretrained(AutoModelForCausalLM, resolve_model(name), name,
                              dtype=model_dtype(dtype), trust_remote_code=trust_remote_code)
     return model
 
@@ -132,7 +149,7 @@ def load_reward_model(name: str, tokenizer: Any, *, dtype: str | None = None,
     from transformers import AutoModelForSequenceClassification
 
     check_pad_token(tokenizer, name)
-    model = _from_pretrained(AutoModelForSequenceClassification, resolve_model(name), name, num_labels=1,
+    model = from_pretrained(AutoModelForSequenceClassification, resolve_model(name), name, num_labels=1,
                              dtype=model_dtype(dtype), trust_remote_code=trust_remote_code)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -30,7 +30,7 @@ from typing import Any
 
 from cai.core.jsonl import PathLike
 from cai.core.records import ConstitutionRef, make_id
-from cai.train.common.models import LoraOptions
+from cai.train.common.models import ModelOptions
 from cai.train.common.runner import TrainResult
 from cai.train.ppo.config import PPOConfig
 
@@ -131,13 +131,9 @@ def train_ppo(
     output_dir: PathLike,
     model: str = "default",
     config: PPOConfig | None = None,
-    lora: LoraOptions | None = None,
+    options: ModelOptions = ModelOptions(),
     system_prompt: str | None = None,
     constitution: ConstitutionRef | None = None,
-    dtype: str | None = None,
-    trust_remote_code: bool = False,
-    chat_template: str | None = None,
-    audit: PathLike | None = None,
     reward_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` with PPO on the prompts of ``prompts`` against ``reward``; see the module doc for the outputs.
@@ -160,23 +156,23 @@ def train_ppo(
     out = Path(output_dir)
     paths = as_paths(prompts)
     chats = read_prompt_chats(paths, system_prompt)
-    tok = load_tokenizer(model, chat_template=chat_template, trust_remote_code=trust_remote_code, padding_side="left")
+    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code, padding_side="left")
     if isinstance(reward, str):
         from cai.train.rewards import make_reward
 
         reward = make_reward(reward, tokenizer=tok, **(reward_options or {}))
     # fp32 master weights unless told otherwise: PPO's small updates vanish in bf16 weights (bf16 compute on a
     # GPU is the config's `bf16: true`, through accelerate's autocast).
-    policy = load_causal_lm(model, dtype=dtype or "float32", trust_remote_code=trust_remote_code)
-    if lora is not None:
+    policy = load_causal_lm(model, dtype=options.dtype or "float32", trust_remote_code=options.trust_remote_code)
+    if options.lora is not None:
         from peft import get_peft_model
 
-        policy = get_peft_model(policy, lora_config(lora, "CAUSAL_LM"))
+        policy = get_peft_model(policy, lora_config(options.lora, "CAUSAL_LM"))
     trainer = PPOTrainer(cfg, policy, tok, chats, reward)
     acc = trainer.accelerator
     rm_files, reward_desc = reward_card_facts(reward)
     log.info("PPO on %d prompt(s) from %s: model %s%s, reward %s, %d step(s) of %d answer(s) -> %s", len(chats),
-             ", ".join(paths), model, " (LoRA)" if lora else "", reward_desc.get("repr"), trainer.num_steps,
+             ", ".join(paths), model, " (LoRA)" if options.lora else "", reward_desc.get("repr"), trainer.num_steps,
              cfg.batch_size(acc.num_processes), out)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +202,7 @@ def train_ppo(
     metrics = json_safe(metrics)
     card_path = None
     if acc.is_main_process:
-        notes = {"reward": reward_desc, "lora": lora.__dict__ if lora else None, "processes": acc.num_processes,
+        notes = {"reward": reward_desc, "lora": options.lora.__dict__ if options.lora else None, "processes": acc.num_processes,
                  "value_function": "linear head on the policy's last hidden state (value_head.safetensors)"}
         if constitution is not None:
             notes["system_prompt_constitution"] = constitution.model_dump()
@@ -214,7 +210,7 @@ def train_ppo(
             notes["stopped"] = str(stopped)
         data_files = {"prompts": paths, **({"reward model preferences": rm_files} if rm_files else {})}
         card_path = write_model_card(out, trainer="ppo", base_model=model, data_files=data_files, config=cfg,
-                                     metrics=metrics, audit=audit, notes=notes)
+                                     metrics=metrics, audit=options.audit, notes=notes)
         log.info("saved the policy to %s (metrics %s, model card %s)", out, out / "metrics.jsonl", card_path)
     if cfg.report_to not in ("none", "", None):
         acc.end_training()

@@ -23,7 +23,8 @@ from cai.audit.labeler import (
 )
 from cai.core.records import Message
 from cai.core.stats import proportion, wilson_interval
-from cai.stages.label.labeler import LabelConfig, label_records, make_pair
+from cai.stages.label.labeler import LabelConfig, label_records
+from cai.stages.label.pairs import make_pair
 from tests.helpers.fakes import FakeJudge, constitution
 from tests.helpers.paths import ROOT
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cai.cli.constitution import app
 from cai.constitution.importers import import_anthropic, import_llm_swarm, parse_transcript
-from cai.constitution.schema import load_constitution
+from cai.constitution.load import load_constitution
 from cai.core.errors import CaiError
 
 runner = CliRunner()

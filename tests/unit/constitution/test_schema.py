@@ -12,14 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cai.constitution.schema import (
-    Constitution,
-    Principle,
-    diff_constitutions,
-    load_constitution,
-    loads_constitution,
-    sample_principles,
-)
+from cai.constitution.load import load_constitution, loads_constitution
+from cai.constitution.schema import Constitution, Principle, diff_constitutions, sample_principles
 from cai.core.errors import CaiError
 from cai.core.records import ConstitutionRef
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cai.constitution.schema import SHIPPED_DIR, diff_constitutions, load_constitution
+from cai.constitution.load import load_constitution
+from cai.constitution.paths import SHIPPED_DIR
+from cai.constitution.schema import diff_constitutions
 from tests.helpers.paths import ROOT
 
 FILES = sorted(

@@ -65,6 +65,7 @@ answers: {{k: 2, max_new_tokens: 32}}
 label: {{few_shot: false, pairs_per_call: 4}}
 policy:
   method: dpo
+  allow_weak_labels: true  # a random model's labels carry no signal; the refusal is tested below
   train: {{max_steps: 2, batch_size: 2, max_length: 256, config: {{precompute_ref_log_probs: true}}}}
 eval:
   max_new_tokens: 16
@@ -119,6 +120,14 @@ def test_full_run_rerun_constitution_edit_and_hub(tmp_path, short_model):
     forced = cai("run", str(recipe), "--from", "policy", "--force", "policy", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr[-3000:]
     assert statuses(forced.stdout) == {"policy": "ran", "eval": "skipped"}
+    assert "signal=no" in first.stdout  # the label stage's line says its labels carry no signal
+
+    strict = recipe.with_name("strict.yaml")
+    strict.write_text(recipe.read_text().replace("allow_weak_labels: true", "allow_weak_labels: false"))
+    refused = cai("run", str(strict), "--run-dir", str(run_dir), "--from", "policy", cwd=tmp_path)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1 and "Traceback" not in refused.stderr
+    assert "policy: the AI labels carry no signal" in errors[0] and "allow_weak_labels: true" in errors[0]
 
     const.write_text(const.read_text().replace('version: "1.0"', 'version: "1.1"', 1))
     dry = cai("run", str(recipe), "--dry-run", cwd=tmp_path)

@@ -82,7 +82,7 @@ def test_dpo_lora_uses_base_as_reference(tiny_model_dir, tmp_path):
     """--lora: the adapter trains, the base (adapter off) is the reference; the merged model is saved."""
     import json
 
-    from cai.train.common.models import LoraOptions
+    from cai.train.common.models import LoraOptions, ModelOptions
     from cai.train.dpo import default_dpo_config, train_dpo
 
     data = write_toy_prefs(tmp_path / "prefs.jsonl", 16)
@@ -90,8 +90,27 @@ def test_dpo_lora_uses_base_as_reference(tiny_model_dir, tmp_path):
     cfg = default_dpo_config(out, max_steps=3, per_device_train_batch_size=4, learning_rate=1e-2,
                              logging_steps=1, disable_tqdm=True, save_strategy="no")
     result = train_dpo(data, output_dir=out, model=str(tiny_model_dir), config=cfg, soft_labels=True,
-                       lora=LoraOptions(r=4, alpha=8, dropout=0.0))
+                       options=ModelOptions(lora=LoraOptions(r=4, alpha=8, dropout=0.0)))
     assert result.metrics["rewards/margins"] != 0.0
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
     facts = json.loads((out / "cai_card.json").read_text())
     assert facts["notes"]["reference"].startswith("the base model")
+
+
+def test_hard_label_dpo_refuses_chain_of_thought_labels(tmp_path):
+    """--cot labels sit in a narrow band around 0.5: training them as hard labels is refused; soft labels pass."""
+    import json
+
+    from cai.core.errors import CaiError
+    from cai.train.dpo import check_cot_labels
+
+    path = write_toy_prefs(tmp_path / "p.jsonl", 3)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[1]["label"] = {"label_id": "x", "feedback_model": "m", "feedback_backend": "hf", "method": "logprobs",
+                        "principle_ids": ["p"], "margin": 0.2, "p_chosen_as_a": 0.6, "p_chosen_as_b": 0.6,
+                        "position_consistent": True, "cot": True}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(CaiError, match="1 pair\\(s\\) were labelled with --cot.*--soft-labels"):
+        check_cot_labels([str(path)], soft_labels=False)
+    check_cot_labels([str(path)], soft_labels=True)
+    check_cot_labels([str(write_toy_prefs(tmp_path / "q.jsonl", 3))], soft_labels=False)

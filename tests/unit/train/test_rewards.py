@@ -153,6 +153,9 @@ def test_judge_reads_p_yes_and_log_odds_from_score():
         JudgeReward(FakeJudge([], unsupported=True))([CHAT], ["a"])
     with pytest.raises(CaiError):
         JudgeReward(backend, output="margin")
+    absent = FakeJudge([(math.log(0.6), math.log(0.2)), (-math.inf, -math.inf)])
+    with pytest.raises(CaiError, match="neither 'Yes' nor 'No' any probability for 1 of 2"):
+        JudgeReward(absent)([CHAT, CHAT], ["a", "b"])
 
 
 def test_judge_on_a_real_hf_backend(tiny_model_dir):
