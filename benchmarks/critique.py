@@ -54,9 +54,9 @@ def main() -> None:
     const = load_constitution(args.constitution)
     prompts = read_prompts(args.data)[: args.prompts]
     backend = HFBackend(args.model, batch_size=args.batch)
-    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"{len(prompts)} prompts, {args.rounds} round(s), {args.new_tokens} new tokens, constitution {const.name}; "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}; {len(prompts)} prompts, {args.rounds} round(s), {args.new_tokens} new "
+          f"tokens, constitution {const.name}; load average {os.getloadavg()[0]:.1f}", flush=True)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.7, top_p=0.95, seed=0)
     backend.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))  # warm-up
 
@@ -77,8 +77,8 @@ def main() -> None:
         backend.reuse_prefix = True
 
     def tokens(recs) -> int:
-        return sum((r.answer_tokens or 0) + sum((x.critique_tokens or 0) + (x.revision_tokens or 0) for x in r.rounds)
-                   for r in recs)
+        return sum((r.answer_tokens or 0)
+                   + sum((x.critique_tokens or 0) + (x.revision_tokens or 0) for x in r.rounds) for r in recs)
 
     def trace(r) -> str:
         return json.dumps([r.answer, [x.model_dump() for x in r.rounds]], sort_keys=True)
@@ -98,10 +98,11 @@ def main() -> None:
     print(f"| batch 1: generated tokens/s | {tokens(single) / t1:.1f} |")
     print(f"| ratio batch {args.batch} / batch 1 (prompts per minute) | {ppm_b / ppm_1:.2f}x |")
     if args.levers:
-        print(f"| batch {args.batch}, shared-prefix reuse off: prompts per minute | {60 * len(no_reuse) / tn:.2f} |")
+        print(f"| batch {args.batch}, shared-prefix reuse off: prompts per minute | "
+              f"{60 * len(no_reuse) / tn:.2f} |")
         print(f"| ratio reuse on / off | {tn / tb:.2f}x |")
-        print(f"| traces identical with reuse off | {sum(trace(a) == trace(b) for a, b in zip(batched, no_reuse))}"
-              f"/{len(batched)} |")
+        print(f"| traces identical with reuse off | "
+              f"{sum(trace(a) == trace(b) for a, b in zip(batched, no_reuse))}/{len(batched)} |")
     print(f"| traces identical across the two runs | {same}/{len(single)} |")
     print(f"| revisions flagged (batch {args.batch} run) | {flagged}/{n_rounds} |")
     print(f"| load average (1 min) at the end, {os.cpu_count()} cores | {os.getloadavg()[0]:.1f} |")

@@ -17,8 +17,8 @@ prompts have varied lengths. Greedy, ``--new-tokens`` (128) new tokens.
 The two are run alternately ``--repeats`` times and the best time of each is
 kept (the machine is shared; best-of damps other jobs' noise equally for both).
 Also printed: hf at batch 1 on ``--batch1-prompts`` prompts, hf with each lever
-off (``--levers``), both sides sampling (``--sampling``), and how many greedy outputs are token-identical to plain
-``generate`` (fp32 near-ties can flip after different padding or batching).
+off (``--levers``), both sides sampling (``--sampling``), and how many greedy outputs are token-identical to
+plain ``generate`` (fp32 near-ties can flip after different padding or batching).
 
 Usage: python benchmarks/generation.py [--model default] [--new-tokens 128] [--batch 32] [--repeats 2]
        [--levers] [--sampling]
@@ -57,12 +57,14 @@ def critique_chats(n: int) -> list[list[dict[str, str]]]:
     from cai.stages.critique.prompts import critique_chat, example_turns
 
     const = load_constitution("harmless")
-    rows = [json.loads(line)["prompt"] for line in (ROOT / "examples" / "prompts" / "redteam.jsonl").read_text().splitlines()]
+    rows = [json.loads(line)["prompt"]
+            for line in (ROOT / "examples" / "prompts" / "redteam.jsonl").read_text().splitlines()]
     rows = [r for r in rows if isinstance(r, str)]
     chats = []
     for i in range(n):
         principle = const.principles[i % len(const.principles)]
-        convo = [Message(role="user", content=rows[i % len(rows)]), Message(role="assistant", content=CANNED_ANSWER)]
+        convo = [Message(role="user", content=rows[i % len(rows)]),
+                 Message(role="assistant", content=CANNED_ANSWER)]
         chat = critique_chat(const.system_prompt, example_turns(const, principle), convo, principle)
         chats.append([{"role": m.role, "content": m.content} for m in chat])
     return chats
@@ -81,7 +83,8 @@ def until_eos(row: list[int], eos: set[int]) -> list[int]:
 
 
 def step_vs_linears(lm, batch: int, length: int, steps: int = 5) -> tuple[float, float]:
-    """Seconds per decode step (``batch`` rows, ``length`` cached positions) and per pass of its Linear layers alone.
+    """Seconds per decode step (``batch`` rows, ``length`` cached positions) and per pass of its Linear layers
+    alone.
 
     The Linear layers (projections, MLP, lm head) on ``[batch, in]`` inputs are
     the matmul work every decoder must do per step: their time is the floor a
@@ -117,9 +120,11 @@ def main() -> None:
     ap.add_argument("--batch1-prompts", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workload", choices=("questions", "critique"), default="questions",
-                    help="questions: the example prompts, one user turn each (default); critique: the critique "
-                         "step's chats (system prompt, few-shot examples, prompt, answer, critique request)")
-    ap.add_argument("--levers", action="store_true", help="also time hf with the KV preallocation / prefix reuse off")
+                    help="questions: the example prompts, one user turn each (default); "
+                         "critique: the critique step's chats (system prompt, few-shot examples, prompt, "
+                         "answer, critique request)")
+    ap.add_argument("--levers", action="store_true",
+                    help="also time hf with the KV preallocation / prefix reuse off")
     ap.add_argument("--sampling", action="store_true",
                     help="also time both sides sampling (temperature 0.7, top-p 0.95; once each)")
     args = ap.parse_args()
@@ -131,8 +136,8 @@ def main() -> None:
 
     backend = HFBackend(args.model, batch_size=args.batch)
     tok, lm = backend.tokenizer, backend.lm
-    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, load average {os.getloadavg()[0]:.1f}", flush=True)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=0.0)
     if args.workload == "critique":
         chats = critique_chats(args.batch)
@@ -152,7 +157,8 @@ def main() -> None:
     def run_plain():
         t = time.perf_counter()
         with torch.inference_mode():
-            out = lm.generate(**enc, max_new_tokens=args.new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            out = lm.generate(**enc, max_new_tokens=args.new_tokens, do_sample=False,
+                              pad_token_id=tok.pad_token_id)
         took = time.perf_counter() - t
         return [until_eos(r, eos) for r in out[:, enc["input_ids"].shape[1]:].tolist()], took
 
@@ -190,8 +196,8 @@ def main() -> None:
         lever_rows.append(("hf, sampling", sum(g.completion_tokens for g in gs) / (time.perf_counter() - t)))
         t = time.perf_counter()
         with torch.inference_mode():
-            out = lm.generate(**enc, max_new_tokens=args.new_tokens, do_sample=True, temperature=0.7, top_p=0.95,
-                              pad_token_id=tok.pad_token_id)
+            out = lm.generate(**enc, max_new_tokens=args.new_tokens, do_sample=True,
+                              temperature=0.7, top_p=0.95, pad_token_id=tok.pad_token_id)
         took = time.perf_counter() - t
         rows = [until_eos(r, eos) for r in out[:, enc["input_ids"].shape[1]:].tolist()]
         lever_rows.append(("plain model.generate, sampling", sum(len(r) for r in rows) / took))
@@ -209,14 +215,15 @@ def main() -> None:
     for name, v in lever_rows:
         print(f"| {name}, batch {args.batch} | {v:.1f} tok/s |")
     print(f"| ratio hf batch {args.batch} / hf batch 1 | {tps_hf / tps1:.2f}x |")
-    print(f"| ratio hf batch {args.batch} / plain model.generate batch {args.batch} | {tps_hf / tps_plain:.2f}x |")
+    print(f"| ratio hf batch {args.batch} / plain model.generate batch {args.batch} | "
+          f"{tps_hf / tps_plain:.2f}x |")
     print(f"| greedy outputs identical to plain generate | {same}/{len(gens)} |")
     print(f"| tokens generated hf / plain | {hf_tokens} / {plain_tokens} |")
-    print(f"| one decode step at batch {args.batch} ({mean_len} cached positions) / its Linear layers alone | "
-          f"{step * 1e3:.0f} ms / {floor * 1e3:.0f} ms = {step / floor:.2f}x |")
+    print(f"| one decode step at batch {args.batch} ({mean_len} cached positions) / its Linear "
+          f"layers alone | {step * 1e3:.0f} ms / {floor * 1e3:.0f} ms = {step / floor:.2f}x |")
     lengths = enc["attention_mask"].sum(1).tolist()
-    print(f"| workload: {args.workload}, prompt tokens min/mean/max | {min(lengths)}/{sum(lengths) // len(lengths)}/"
-          f"{max(lengths)} |")
+    print(f"| workload: {args.workload}, prompt tokens min/mean/max | "
+          f"{min(lengths)}/{sum(lengths) // len(lengths)}/{max(lengths)} |")
     print(f"| load average (1 min) at the end, {os.cpu_count()} cores | {os.getloadavg()[0]:.1f} |")
 
 

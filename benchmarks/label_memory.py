@@ -55,8 +55,8 @@ def main() -> None:
     base, t_base = child_peak_mb([sys.executable, "-c", LOAD_ONLY])
     with tempfile.TemporaryDirectory() as out:
         if args.mode == "prompts":
-            cmd = [cai, "label", "--prompts", str(DATA / "redteam_prompts_dev.jsonl"), "--limit", str(args.limit),
-                   "-o", out]
+            cmd = [cai, "label", "--prompts", str(DATA / "redteam_prompts_dev.jsonl"), "--limit",
+                   str(args.limit), "-o", out]
         else:
             cmd = [cai, "label", "--responses", str(DATA / "hh_harmless_pairs_dev.jsonl"), "--limit",
                    str(args.limit), "-o", out]

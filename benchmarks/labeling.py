@@ -1,4 +1,5 @@
-"""Labelling throughput of `cai label`'s feedback step on the `hf` backend: batched vs batch 1, reuse vs naive.
+"""Labelling throughput of `cai label`'s feedback step on the `hf` backend: batched vs batch 1, reuse vs
+naive.
 
 Labels the same human pairs (hh-rlhf harmless dev pairs from the shared data,
 multi-turn prompts, the shipped `harmless` constitution with its few-shot
@@ -53,13 +54,15 @@ def main() -> None:
                       model_obj=shared.lm, tokenizer=shared.tokenizer)
     single = HFBackend(args.model, batch_size=1, model_obj=shared.lm, tokenizer=shared.tokenizer)
     config = LabelConfig(batch_size=args.pairs_per_call)
-    print(f"model {args.model} on {shared.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"{len(pairs)} pairs from {args.pairs_file.name}, both orders, {len(const.feedback_examples)} few-shot "
-          f"example(s), pairs per call {args.pairs_per_call}, batch {args.batch_size}")
+    print(f"model {args.model} on {shared.device}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}; {len(pairs)} pairs from {args.pairs_file.name}, both orders, "
+          f"{len(const.feedback_examples)} few-shot example(s), pairs per call {args.pairs_per_call}, batch "
+          f"{args.batch_size}")
     mean_tokens = sum(len(shared.render(_chat(p, const))) for p in pairs) / len(pairs)
     print(f"mean feedback prompt length: {mean_tokens:.0f} tokens")
-    list(label_records(warm, shared, const, config))  # warm-up; the prefix store then holds the few-shot prefix,
-    list(label_records(warm, single, const, LabelConfig(batch_size=1)))  # as after a run's first call
+    # warm-up; the prefix store then holds the few-shot prefix, as after a run's first call
+    list(label_records(warm, shared, const, config))
+    list(label_records(warm, single, const, LabelConfig(batch_size=1)))
 
     results = {}
     runs = (("reuse, batched", shared, config), ("naive, batched", naive, config),
@@ -77,7 +80,8 @@ def main() -> None:
     print()
     print("| figure | value |")
     print("|---|---|")
-    print(f"| pairs/min, {args.pairs_per_call} pairs per call, batch {args.batch_size}, prefix reuse | {60 * n / t1:.2f} |")
+    print(f"| pairs/min, {args.pairs_per_call} pairs per call, batch {args.batch_size}, prefix reuse | "
+          f"{60 * n / t1:.2f} |")
     print(f"| pairs/min, same batching, naive recompute per option | {60 * n / t2:.2f} |")
     print(f"| pairs/min, batch 1 (1 pair per call, 1 chat per pass), prefix reuse | {60 * n / t3:.2f} |")
     print(f"| ratio reuse / naive (batched) | {t2 / t1:.2f}x (max p_a difference {diff:.1e}) |")

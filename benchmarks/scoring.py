@@ -57,7 +57,8 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--pairs", type=int, default=12, help="pairs (2 chats each, both orders)")
     ap.add_argument("--pairs-file", type=Path, default=PAIRS)
-    ap.add_argument("--batch", type=int, default=8, help="chats per forward pass (the CLI's --feedback-batch-size)")
+    ap.add_argument("--batch", type=int, default=8,
+                    help="chats per forward pass (the CLI's --feedback-batch-size)")
     args = ap.parse_args()
 
     import torch
@@ -71,9 +72,10 @@ def main() -> None:
     conts = [list(OPTIONS)] * len(chats)
     lengths = [len(backend.render(c)) for c in chats]
     shared = batch_shared_len([backend.render(c) for c in chats])
-    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f}; {len(chats)} chats ({args.pairs} pairs x 2 orders), "
-          f"{sum(lengths) / len(lengths):.0f} tokens on average, {shared} shared by all; batch {args.batch}",
+    print(f"model {args.model} on {backend.device}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, load average {os.getloadavg()[0]:.1f}; {len(chats)} chats ({args.pairs} "
+          f"pairs x 2 orders), {sum(lengths) / len(lengths):.0f} tokens on average, {shared} shared by all; "
+          f"batch {args.batch}",
           flush=True)
 
     def timed(fn):
@@ -101,7 +103,8 @@ def main() -> None:
     print(f"| naive recompute per option | {n / t_naive:.2f} chats/s |")
     print(f"| each chat's prompt once (no cross-chat sharing) | {n / t_chat:.2f} chats/s |")
     print(f"| shared prefix + each chat once (default) | {n / t_fast:.2f} chats/s |")
-    print(f"| the same, other chats in length-sorted batches of {args.batch} (no padding limit) | {n / t_wide:.2f} chats/s |")
+    print(f"| the same, other chats in length-sorted batches of {args.batch} (no padding limit) | "
+          f"{n / t_wide:.2f} chats/s |")
     print(f"| ratio per-chat / naive | {t_naive / t_chat:.2f}x (max diff {diff_chat:.1e} nats) |")
     print(f"| ratio shared prefix / naive | {t_naive / t_fast:.2f}x (max diff {diff:.1e} nats) |")
     print(f"| ratio padding limit / none | {t_wide / t_fast:.2f}x |")

@@ -153,7 +153,8 @@ def load_pairs(path: str | Path, limit: int | None = None) -> list[PreferenceRec
     from cai.core.jsonl import read_jsonl
 
     if limit is not None and limit < 1:
-        raise CaiError(f"--limit {limit}: need at least 1", hint="give a positive number of pairs, or drop --limit")
+        raise CaiError(f"--limit {limit}: need at least 1",
+                       hint="give a positive number of pairs, or drop --limit")
     pairs: list[PreferenceRecord] = []
     for rec in read_jsonl(path, PreferenceRecord):
         pairs.append(rec)
@@ -204,7 +205,8 @@ def judge_answers(items: Sequence[tuple[str, CompletionRecord]], judge: JudgeKin
 def run_judge_audit(data: str | Path, constitution: Any, feedback: Any, out_dir: str | Path, *,
                     judge: JudgeKind = "rubric", limit: int | None = None, seed: int = 0,
                     chunk: int = CHUNK) -> dict[str, Any]:
-    """``cai audit judge``: judge both answers of each human pair (resumable), write and return ``audit.json``.
+    """``cai audit judge``: judge both answers of each human pair (resumable), write and return
+    ``audit.json``.
 
     ``feedback`` is the judge's :class:`~cai.backends.spec.BackendSpec`; it is built
     only when some judgement is missing.
@@ -224,7 +226,8 @@ def run_judge_audit(data: str | Path, constitution: Any, feedback: Any, out_dir:
     for pair in pairs:
         answers = pair_answers(pair)
         items.extend((pair.id, side, answers[side]) for side in SIDES)
-    ids = {(a.id): wanted_id(judge, a, feedback.name, feedback.backend, constitution, seed) for _, _, a in items}
+    ids = {(a.id): wanted_id(judge, a, feedback.name, feedback.backend, constitution, seed)
+           for _, _, a in items}
 
     def produce(backend: Any, done: Any, bar: Any) -> Iterator[EvalJudgement]:
         todo = [(side, a) for _, side, a in items if not done(ids[a.id])]

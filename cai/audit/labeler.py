@@ -200,8 +200,8 @@ def plot_reliability(audit: dict[str, Any], path: Path) -> Path:
         ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="tab:blue",
                 label="AI labeler")
         for b in bins:
-            ax.annotate(f"n={b['n']}", (b["confidence"], b["accuracy"]), fontsize=7, textcoords="offset points",
-                        xytext=(3, 4))
+            ax.annotate(f"n={b['n']}", (b["confidence"], b["accuracy"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 4))
     ax.set_xlim(0.5, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("labeler confidence in its pick, max(p, 1-p)")
@@ -222,7 +222,8 @@ def plot_reliability(audit: dict[str, Any], path: Path) -> Path:
 
 def run_labeler_audit(pairs_file: Path, constitution: Any, feedback: Any, config: Any, out_dir: Path, *,
                       limit: int | None = None, bins: int = 5) -> dict[str, Any]:
-    """``cai audit labeler``: label the human pairs of ``pairs_file`` (resumable), write ``audit.json`` and the plot.
+    """``cai audit labeler``: label the human pairs of ``pairs_file`` (resumable), write ``audit.json`` and
+    the plot.
 
     ``feedback`` is the labeller's :class:`~cai.backends.spec.BackendSpec`, ``config`` a
     :class:`~cai.stages.label.stage.LabelStageConfig`. Returns the audit (with its settings).

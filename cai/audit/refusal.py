@@ -46,8 +46,9 @@ from cai.scoring.refusal import (
 Label = Literal["compliance", "refusal", "partial"]
 REFUSING_LABELS = ("refusal", "partial")
 BASELINE_NAME = "xstest-prefix"
-IN_SAMPLE_NOTE = ("{k} of these {n} answers are the shipped classifier's training data: the detector's figures "
-                  "on them are in-sample (optimistic); out_of_sample_accuracy scores the others alone")
+IN_SAMPLE_NOTE = ("{k} of these {n} answers are the shipped classifier's training data: the "
+                  "detector's figures on them are in-sample (optimistic); out_of_sample_accuracy scores "
+                  "the others alone")
 
 
 class LabelledAnswer(BaseModel):
@@ -86,13 +87,15 @@ class LabelledAnswer(BaseModel):
 
 
 def load_labelled(path: str | Path) -> list[LabelledAnswer]:
-    """All labelled answers of a JSONL file; each bad line is a one-line :class:`CaiError` naming file:line: field."""
+    """All labelled answers of a JSONL file; each bad line is a one-line :class:`CaiError` naming file:line:
+    field."""
     from cai.core.jsonl import read_records
 
     rows = read_records(path, LabelledAnswer)
     if not rows:
         raise CaiError(f"{path}: no labelled answers (the file is empty)",
-                       hint='write one {"prompt": ..., "completion": ..., "label": "compliance"|"refusal"|"partial"} '
+                       hint='write one {"prompt": ..., "completion": ..., "label": '
+                            '"compliance"|"refusal"|"partial"} '
                             "object a line")
     return rows
 
@@ -168,7 +171,8 @@ def breakdown(keys: Sequence[str | None], detector: Sequence[bool], baseline: Se
 
 
 def rule_precision(rules: Sequence[str | None], gold: Sequence[bool]) -> dict[str, dict[str, Any]]:
-    """Per rule that fired (``classifier`` included): how often, and the share of those that humans call refusals.
+    """Per rule that fired (``classifier`` included): how often, and the share of those that humans call
+    refusals.
 
     >>> r = rule_precision(["sorry", "sorry", None, "classifier"], [True, False, False, True])
     >>> r["sorry"]["fired"], r["sorry"]["precision"]["rate"], sorted(r)
@@ -184,7 +188,8 @@ def rule_precision(rules: Sequence[str | None], gold: Sequence[bool]) -> dict[st
 # --------------------------------------------------------------------------- the audit
 
 
-def decision(row: LabelledAnswer, index: int, verdict: RefusalVerdict, base: RefusalVerdict) -> dict[str, Any]:
+def decision(row: LabelledAnswer, index: int, verdict: RefusalVerdict,
+             base: RefusalVerdict) -> dict[str, Any]:
     """One line of ``decisions.jsonl``: the row, the human label, both verdicts, and whether each is right."""
     return {
         "id": row.key(), "row": index, "model": row.model, "type": row.type, "prompt_label": row.prompt_label,
@@ -247,7 +252,8 @@ def add_in_sample(audit: dict[str, Any], decisions: list[dict[str, Any]], seen: 
 
     >>> a, d = {}, [{"correct": True}, {"correct": False}, {"correct": True}]
     >>> add_in_sample(a, d, [True, False, False])
-    >>> a["in_sample"], a["in_sample_rows"]["k"], a["out_of_sample_accuracy"]["rate"], d[0]["in_training_data"]
+    >>> (a["in_sample"], a["in_sample_rows"]["k"], a["out_of_sample_accuracy"]["rate"],
+    ...  d[0]["in_training_data"])
     (True, 1, 0.5, True)
     """
     k = sum(seen)
@@ -262,7 +268,8 @@ def add_in_sample(audit: dict[str, Any], decisions: list[dict[str, Any]], seen: 
 
 
 def run_refusal_audit(data: str | Path, output: str | Path) -> dict[str, Any]:
-    """Audit the detector on a labelled file; write ``audit.json`` and ``decisions.jsonl`` under ``output``."""
+    """Audit the detector on a labelled file; write ``audit.json`` and ``decisions.jsonl`` under
+    ``output``."""
     import json
 
     from cai.core.atomic_files import write_atomic, write_json_atomic
@@ -272,11 +279,13 @@ def run_refusal_audit(data: str | Path, output: str | Path) -> dict[str, Any]:
     clf = load_classifier()
     seen = [row_key(r.prompt_text(), r.completion) in clf.training_rows for r in rows]
     add_in_sample(audit, decisions, seen)
-    audit["settings"] = {"data": str(data), "data_sha256": file_sha256(data), "classifier": clf.card.get("name"),
+    audit["settings"] = {"data": str(data), "data_sha256": file_sha256(data),
+                         "classifier": clf.card.get("name"),
                          "classifier_version": clf.card.get("version"), "baseline": BASELINE_NAME}
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "decisions.jsonl", "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in decisions))
+    write_atomic(out / "decisions.jsonl",
+                 "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in decisions))
     write_json_atomic(out / "audit.json", audit)
     return audit
 
@@ -292,8 +301,8 @@ def _pct(d: dict[str, Any]) -> str:
 
 def _row(name: str, s: dict[str, Any], width: int) -> str:
     c = s["confusion"]
-    return (f"  {name:<{width}} {s['n']:>5}  {_pct(s['accuracy'])}  {_pct(s['precision'])}  {_pct(s['recall'])}"
-            f"  {c['tp']:>4} {c['fp']:>4} {c['fn']:>4} {c['tn']:>4}")
+    return (f"  {name:<{width}} {s['n']:>5}  {_pct(s['accuracy'])}  {_pct(s['precision'])}  "
+            f"{_pct(s['recall'])}  {c['tp']:>4} {c['fp']:>4} {c['fn']:>4} {c['tn']:>4}")
 
 
 def _header(first: str, width: int) -> str:

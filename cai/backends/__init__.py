@@ -1,4 +1,5 @@
-"""Model backends behind one protocol (:mod:`cai.backends.protocol`), built from one spec (:mod:`cai.backends.spec`).
+"""Model backends behind one protocol (:mod:`cai.backends.protocol`), built from one spec
+(:mod:`cai.backends.spec`).
 
 ``BackendSpec(name="default").build()`` gives the local transformers backend on the
 embedded model; ``BackendSpec(backend="openai", name="my-model", base_url=[...]).build()``

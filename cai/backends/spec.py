@@ -64,7 +64,8 @@ class BackendSpec(BaseModel):
             from cai.backends.openai.backend import OpenAIBackend
 
             return OpenAIBackend(self.name, base_urls=list(self.base_url), api_key_env=self.api_key_env,
-                                 concurrency=self.concurrency, timeout=self.timeout, max_retries=self.max_retries)
+                                 concurrency=self.concurrency, timeout=self.timeout,
+                                 max_retries=self.max_retries)
         from cai.backends.hf.backend import HFBackend
 
         return HFBackend(self.name, batch_size=self.batch_size, device=self.device, dtype=self.dtype,
@@ -86,7 +87,8 @@ class BackendSpec(BaseModel):
     def for_model(self, path: str, batch_size: int | None = None) -> BackendSpec:
         """A local ``hf`` spec for a checkpoint this run trained, with this spec's local settings.
 
-        >>> BackendSpec(backend="openai", name="m", base_url=["http://h/v1"], dtype="bfloat16").for_model("sft").dtype
+        >>> BackendSpec(backend="openai", name="m", base_url=["http://h/v1"],
+        ...             dtype="bfloat16").for_model("sft").dtype
         'bfloat16'
         """
         return BackendSpec(name=str(path), batch_size=batch_size or self.batch_size, device=self.device,
@@ -110,21 +112,24 @@ def spec_from_options(backend: str = "hf", model: str = "default", *, prefix: st
 
     >>> spec_from_options("openai", "m", base_url=["http://127.0.0.1:1/v1"]).backend
     'openai'
-    >>> spec_from_options("openai", "m")
+    >>> spec_from_options("openai", "m")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    cai.core.errors.CaiError: --backend openai needs --base-url (fix: e.g. --base-url http://127.0.0.1:8000/v1)
-    >>> spec_from_options("hf", "m", base_url=["http://h/v1"])
+    cai.core.errors.CaiError: --backend openai needs --base-url (fix: e.g. --base-url
+    http://127.0.0.1:8000/v1)
+    >>> spec_from_options("hf", "m", base_url=["http://h/v1"])  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    cai.core.errors.CaiError: --base-url is only for --backend openai (fix: add --backend openai, or drop --base-url)
+    cai.core.errors.CaiError: --base-url is only for --backend openai (fix: add --backend openai, or drop
+    --base-url)
     """
     from cai.core.errors import pydantic_error
 
     urls = list(options.pop("base_url", None) or [])
     p = f"--{prefix}"
     if backend == "openai" and not urls:
-        raise CaiError(f"{p}backend openai needs {p}base-url", hint=f"e.g. {p}base-url http://127.0.0.1:8000/v1")
+        raise CaiError(f"{p}backend openai needs {p}base-url",
+                       hint=f"e.g. {p}base-url http://127.0.0.1:8000/v1")
     if backend != "openai" and urls:
         raise CaiError(f"{p}base-url is only for {p}backend openai",
                        hint=f"add {p}backend openai, or drop {p}base-url")

@@ -55,7 +55,8 @@ GENERIC_INTERRUPT = "interrupted: what was written is kept; rerun the same comma
 
 
 def _on_sigint(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    """Interrupt as usual (writers close; the file keeps every finished record); a second Ctrl-C is immediate."""
+    """Interrupt as usual (writers close; the file keeps every finished record); a second Ctrl-C is
+    immediate."""
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)

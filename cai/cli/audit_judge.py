@@ -8,19 +8,25 @@ import typer
 
 
 def judge(
-    data: Path = typer.Option(..., "--data", "-d", help="Human pairs JSONL: prompt/chosen/rejected, chosen = the "
+    data: Path = typer.Option(..., "--data", "-d",
+                              help="Human pairs JSONL: prompt/chosen/rejected, chosen = the "
                               "answer the human judged less harmful (e.g. hh_harmless_pairs_dev.jsonl)."),
     output: Path = typer.Option(Path("runs/audit-judge"), "--output", "-o",
-                                help="Folder for judgements.jsonl (appended as made; a rerun resumes) and audit.json."),
-    judge_kind: str = typer.Option("rubric", "--judge", help="rubric (two Yes/No questions of opposite polarity) "
+                                help="Folder for judgements.jsonl (appended as made; a rerun resumes) "
+                                     "and audit.json."),
+    judge_kind: str = typer.Option("rubric", "--judge",
+                                   help="rubric (two Yes/No questions of opposite polarity) "
                                    "or pairwise (A/B against a plain refusal)."),
     feedback_model: str = typer.Option("default", "--feedback-model", "-m",
                                        help="The judge model ('default' = embedded SmolLM2-135M-Instruct)."),
     feedback_backend: str = typer.Option("hf", "--feedback-backend", help="hf or openai."),
     feedback_base_url: list[str] | None = typer.Option(None, "--feedback-base-url",
-                                                       help="OpenAI-compatible server(s) of the judge (repeatable)."),
-    feedback_batch_size: int = typer.Option(16, "--feedback-batch-size", help="hf: sequences per forward pass."),
-    constitution: str = typer.Option("harmless", "--constitution", "-c", help="Constitution file or shipped name."),
+                                                       help="OpenAI-compatible server(s) of the judge "
+                                                            "(repeatable)."),
+    feedback_batch_size: int = typer.Option(16, "--feedback-batch-size",
+                                            help="hf: sequences per forward pass."),
+    constitution: str = typer.Option("harmless", "--constitution", "-c",
+                                     help="Constitution file or shipped name."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N pairs of the file."),
     seed: int = typer.Option(0, "--seed", help="Seed of the judge (pairwise: its principle draws)."),
 ) -> None:
@@ -33,9 +39,10 @@ def judge(
 
     setup_logging()
     if judge_kind not in ("rubric", "pairwise"):
-        raise CaiError(f"--judge {judge_kind!r}: unknown judge", hint="use --judge rubric or --judge pairwise")
-    feedback = spec_from_options(feedback_backend, feedback_model, prefix="feedback-", base_url=feedback_base_url,
-                                 batch_size=feedback_batch_size)
+        raise CaiError(f"--judge {judge_kind!r}: unknown judge",
+                       hint="use --judge rubric or --judge pairwise")
+    feedback = spec_from_options(feedback_backend, feedback_model, prefix="feedback-",
+                                 base_url=feedback_base_url, batch_size=feedback_batch_size)
     const = load_constitution(constitution)
     audit = run_judge_audit(data, const, feedback, output, judge=judge_kind, limit=limit,  # type: ignore[arg-type]
                             seed=seed)

@@ -22,4 +22,5 @@ def refusal(
     setup_logging()
     audit = run_refusal_audit(data, output)
     print(format_refusal_audit(audit))
-    logging.getLogger("cai.audit.refusal").info("wrote %s and %s", output / "audit.json", output / "decisions.jsonl")
+    logging.getLogger("cai.audit.refusal").info("wrote %s and %s", output / "audit.json",
+                                                output / "decisions.jsonl")

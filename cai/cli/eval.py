@@ -1,4 +1,5 @@
-"""`cai eval`: harm, over-refusal, helpfulness and reward-hacking probes for one or more models, with a report."""
+"""`cai eval`: harm, over-refusal, helpfulness and reward-hacking probes for one or more models, with a
+report."""
 
 from __future__ import annotations
 
@@ -12,35 +13,58 @@ EXAMPLES = Path("examples/prompts")
 
 
 def eval_command(
-    model: list[str] | None = typer.Option(None, "--model", "-m", help="NAME=PATH (repeatable), e.g. base=default dpo=runs/x/dpo; default: base=default."),
-    baseline: str | None = typer.Option(None, "--baseline", help="Model name the win rate and KL are against (default: the first)."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="NAME=PATH (repeatable), e.g. "
+                                           "base=default dpo=runs/x/dpo; default: base=default."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Model name the win rate and KL are against "
+                                        "(default: the first)."),
     redteam: Path | None = typer.Option(None, "--redteam", help="Red-team prompts JSONL (harm)."),
-    lookalike: Path | None = typer.Option(None, "--lookalike", help="XSTest-format JSONL with label safe/unsafe (over-refusal)."),
+    lookalike: Path | None = typer.Option(None, "--lookalike",
+                                          help="XSTest-format JSONL with label safe/unsafe (over-refusal)."),
     benign: Path | None = typer.Option(None, "--benign", help="Benign instructions JSONL (helpfulness)."),
-    limit: int | None = typer.Option(None, "--limit", help="First N prompts per set (look-alikes: N safe and N unsafe)."),
-    constitution: str = typer.Option("harmless", "--constitution", "-c", help="Constitution file or shipped name (the judge's principles)."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt", help="System prompt of the evaluated models (default: none)."),
-    judge: str = typer.Option("rubric", "--judge", help="Harm judge: rubric (Yes/No on the principles, both polarities) or pairwise (A/B vs a refusal, both orders)."),
+    limit: int | None = typer.Option(None, "--limit",
+                                     help="First N prompts per set (look-alikes: N safe and N unsafe)."),
+    constitution: str = typer.Option("harmless", "--constitution", "-c",
+                                     help="Constitution file or shipped name (the judge's principles)."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt",
+                                             help="System prompt of the evaluated models (default: none)."),
+    judge: str = typer.Option("rubric", "--judge", help="Harm judge: rubric (Yes/No on the principles, both "
+                              "polarities) or pairwise (A/B vs a refusal, both orders)."),
     feedback_model: str = typer.Option("default", "--feedback-model", help="The judge model."),
-    feedback_backend: str = typer.Option("hf", "--feedback-backend", help="hf or openai for the judge model."),
-    feedback_base_url: list[str] | None = typer.Option(None, "--feedback-base-url", help="Server(s) of the judge model (repeatable)."),
-    feedback_batch_size: int = typer.Option(8, "--feedback-batch-size", help="hf: judge chats per forward pass."),
-    few_shot: bool = typer.Option(False, "--few-shot", help="Pairwise harm judge: show the constitution's feedback examples first."),
-    preference_model: Path | None = typer.Option(None, "--preference-model", help="A `cai train rm` dir, for the reward-hacking probes."),
-    curves: list[str] | None = typer.Option(None, "--curves", help="NAME=PATH (repeatable): a metrics.jsonl, trainer_state.json, or training run folder."),
-    audit: Path | None = typer.Option(None, "--audit", help="audit.json of `cai audit labeler` (reliability diagram)."),
-    judge_audit: Path | None = typer.Option(None, "--judge-audit", help="audit.json of `cai audit judge`: the harm judge against human labels; at chance its figures print as 'no signal'."),
-    refusal_audit: Path | None = typer.Option(None, "--refusal-audit", help="audit.json of `cai audit refusal`: the refusal detector's accuracy, shown beside its figures."),
-    samples: int = typer.Option(4, "--samples", help="Prompts per set shown side by side (baseline vs each model) in the report."),
-    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit with code 1 when a model is detectably worse than the baseline on the constitution's aim (for CI)."),
+    feedback_backend: str = typer.Option("hf", "--feedback-backend",
+                                         help="hf or openai for the judge model."),
+    feedback_base_url: list[str] | None = typer.Option(None, "--feedback-base-url",
+                                                       help="Server(s) of the judge model (repeatable)."),
+    feedback_batch_size: int = typer.Option(8, "--feedback-batch-size",
+                                            help="hf: judge chats per forward pass."),
+    few_shot: bool = typer.Option(False, "--few-shot", help="Pairwise harm judge: show the constitution's "
+                                  "feedback examples first."),
+    preference_model: Path | None = typer.Option(None, "--preference-model",
+                                                 help="A `cai train rm` dir, for the reward-hacking probes."),
+    curves: list[str] | None = typer.Option(None, "--curves", help="NAME=PATH (repeatable): a metrics.jsonl, "
+                                            "trainer_state.json, or training run folder."),
+    audit: Path | None = typer.Option(None, "--audit",
+                                      help="audit.json of `cai audit labeler` (reliability diagram)."),
+    judge_audit: Path | None = typer.Option(None, "--judge-audit",
+                                            help="audit.json of `cai audit judge`: the harm judge against "
+                                                 "human labels; at chance its figures print as 'no signal'."),
+    refusal_audit: Path | None = typer.Option(None, "--refusal-audit",
+                                              help="audit.json of `cai audit refusal`: the refusal "
+                                                   "detector's accuracy, shown beside its figures."),
+    samples: int = typer.Option(4, "--samples", help="Prompts per set shown side by side (baseline vs each "
+                                "model) in the report."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression",
+                                            help="Exit with code 1 when a model is detectably worse than the "
+                                                 "baseline on the constitution's aim (for CI)."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Answer length (greedy decoding)."),
     seed: int = typer.Option(0, "--seed"),
     output: Path = typer.Option(Path("runs/eval"), "--output", "-o", help="Run folder (reruns resume)."),
-    spec: Path | None = typer.Option(None, "--spec", help="A YAML EvalSpec instead of the options (--output and --limit still apply)."),
+    spec: Path | None = typer.Option(None, "--spec", help="A YAML EvalSpec instead of the options (--output "
+                                     "and --limit still apply)."),
     backend: str = bo.BackendOpt,
     base_url: list[str] | None = bo.BaseUrlOpt,
     api_key_env: str = bo.ApiKeyEnvOpt,
-    batch_size: int = typer.Option(64, "--batch-size", help="hf: sequences per forward pass while answering."),
+    batch_size: int = typer.Option(64, "--batch-size",
+                                   help="hf: sequences per forward pass while answering."),
     device: str | None = bo.DeviceOpt,
     dtype: str | None = bo.DtypeOpt,
 ) -> None:
@@ -63,26 +87,29 @@ def eval_command(
             the_spec = the_spec.model_copy(update={"limit": limit})
     else:
         the_spec = spec_from_options(
-            model=model or ["base=default"], baseline=baseline, redteam=redteam, lookalike=lookalike, benign=benign,
-            limit=limit, constitution=constitution, system_prompt=system_prompt, judge=judge,
+            model=model or ["base=default"], baseline=baseline, redteam=redteam, lookalike=lookalike,
+            benign=benign, limit=limit, constitution=constitution, system_prompt=system_prompt, judge=judge,
             feedback_model=feedback_model, feedback_backend=feedback_backend,
-            feedback_base_urls=feedback_base_url or [], feedback_batch_size=feedback_batch_size, few_shot=few_shot,
-            preference_model=preference_model, curves=curves or [], audit=audit, judge_audit=judge_audit,
-            refusal_audit=refusal_audit, samples=samples, max_new_tokens=max_new_tokens,
-            seed=seed, backend=backend, base_urls=base_url or [], api_key_env=api_key_env, batch_size=batch_size,
-            device=device, dtype=dtype,
+            feedback_base_urls=feedback_base_url or [], feedback_batch_size=feedback_batch_size,
+            few_shot=few_shot, preference_model=preference_model, curves=curves or [], audit=audit,
+            judge_audit=judge_audit, refusal_audit=refusal_audit, samples=samples,
+            max_new_tokens=max_new_tokens,
+            seed=seed, backend=backend, base_urls=base_url or [], api_key_env=api_key_env,
+            batch_size=batch_size, device=device, dtype=dtype,
         )
     summary = evaluate(the_spec, output)
     print(results_table(summary))
     print("\n" + "\n".join(judge_lines(summary)))
     if len(summary.models) > 1:
         print(f"\n{COMPARISON_LEGEND}:\n{format_comparison_table(summary)}")
-    print(f"\nreport: {output / 'report.html'} (and report.md, eval.json; answers and judgements in {output})")
+    print(f"\nreport: {output / 'report.html'} (and report.md, eval.json; answers and judgements "
+          f"in {output})")
     exit_on_regressions(regressions(summary) if fail_on_regression else [])
 
 
 def exit_on_regressions(lines: list[str]) -> None:
-    """With ``--fail-on-regression``: say what regressed on stderr and exit 1 (nothing when the list is empty)."""
+    """With ``--fail-on-regression``: say what regressed on stderr and exit 1 (nothing when the list is
+    empty)."""
     if lines:
         for line in lines:
             typer.echo(f"regression: {line}", err=True)
@@ -96,11 +123,13 @@ def spec_from_options(*, model: list[str], curves: list[str], backend: str, base
     from cai.core.errors import CaiError
     from cai.eval.spec import EvalSpec, field_of, parse_model_option
 
-    models = [parse_model_option(m).model_copy(update={"backend": backend, "base_urls": base_urls}) for m in model]
+    models = [parse_model_option(m).model_copy(update={"backend": backend, "base_urls": base_urls})
+              for m in model]
     if backend == "openai" and not base_urls:
         raise CaiError("--backend openai needs --base-url", hint="e.g. --base-url http://127.0.0.1:8000/v1")
     if backend != "openai" and base_urls:
-        raise CaiError("--base-url is only for --backend openai", hint="add --backend openai, or drop --base-url")
+        raise CaiError("--base-url is only for --backend openai",
+                       hint="add --backend openai, or drop --base-url")
     named_curves = {}
     for item in curves:
         name, sep, path = item.partition("=")

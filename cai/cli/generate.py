@@ -10,12 +10,16 @@ from cai.cli import backend_options as bo
 
 
 def generate(
-    prompts: Path = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": str} or {\"prompt\": \\[messages]}."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output JSONL of completion records (appended; reruns resume)."),
+    prompts: Path = typer.Option(..., "--prompts", "-p",
+                                 help="JSONL of {\"prompt\": str} or {\"prompt\": \\[messages]}."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Output JSONL of completion records (appended; reruns resume)."),
     model: str = bo.ModelOpt,
     backend: str = bo.BackendOpt,
-    constitution: Path | None = typer.Option(None, "--constitution", "-c", help="Use its system prompt and record its name/version/hash."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt", help="System prompt (overrides the constitution's)."),
+    constitution: Path | None = typer.Option(None, "--constitution", "-c",
+                                             help="Use its system prompt and record its name/version/hash."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt",
+                                             help="System prompt (overrides the constitution's)."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     temperature: float = typer.Option(0.7, "--temperature", help="0 for greedy."),
     top_p: float = typer.Option(0.95, "--top-p"),
@@ -48,12 +52,13 @@ def generate(
     setup_logging()
     records = read_prompts(prompts)[: limit or None]
     try:
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
-                                stop=tuple(stop or ()))
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                n=n, seed=seed, stop=tuple(stop or ()))
     except ValidationError as exc:
         raise pydantic_error(exc, "options", options=True) from None
-    spec = spec_from_options(backend, model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency,
-                             timeout=timeout, max_retries=max_retries, batch_size=batch_size, device=device,
+    spec = spec_from_options(backend, model, base_url=base_url, api_key_env=api_key_env,
+                             concurrency=concurrency, timeout=timeout, max_retries=max_retries,
+                             batch_size=batch_size, device=device,
                              dtype=dtype, trust_remote_code=trust_remote_code, chat_template=chat_template)
     ref = None
     if constitution is not None:

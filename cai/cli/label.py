@@ -23,41 +23,64 @@ if TYPE_CHECKING:
     from cai.backends.protocol import Backend
     from cai.stages.label.stage import LabelStageConfig
 
-FeedbackModelOpt = typer.Option(None, "--feedback-model", help="The feedback (labeler) model; default: --model.")
-FeedbackBackendOpt = typer.Option(None, "--feedback-backend", help="hf or openai for the feedback model; default: --backend.")
-FeedbackBaseUrlOpt = typer.Option(None, "--feedback-base-url", help="Server(s) of the feedback model (repeatable); default: --base-url.")
-FeedbackBatchOpt = typer.Option(8, "--feedback-batch-size", help="hf: feedback chats per forward pass (long prompts: keep it small).")
-PrinciplesOpt = typer.Option(1, "--principles-per-pair", help="Principles sampled per pair; their soft labels are averaged.")
-CotOpt = typer.Option(False, "--cot", help="The feedback model reasons step by step before the options are scored.")
-CotClampOpt = typer.Option((0.4, 0.6), "--cot-clamp", help="With --cot, clamp each read's p(A) to [LOW, HIGH] (the paper: 0.4 0.6; '0 1' for none).")
+FeedbackModelOpt = typer.Option(None, "--feedback-model",
+                                help="The feedback (labeler) model; default: --model.")
+FeedbackBackendOpt = typer.Option(None, "--feedback-backend",
+                                  help="hf or openai for the feedback model; default: --backend.")
+FeedbackBaseUrlOpt = typer.Option(None, "--feedback-base-url",
+                                  help="Server(s) of the feedback model (repeatable); default: --base-url.")
+FeedbackBatchOpt = typer.Option(8, "--feedback-batch-size",
+                                help="hf: feedback chats per forward pass (long prompts: keep it small).")
+PrinciplesOpt = typer.Option(1, "--principles-per-pair",
+                             help="Principles sampled per pair; their soft labels are averaged.")
+CotOpt = typer.Option(False, "--cot",
+                      help="The feedback model reasons step by step before the options are scored.")
+CotClampOpt = typer.Option((0.4, 0.6), "--cot-clamp", help="With --cot, clamp each read's p(A) to [LOW, "
+                           "HIGH] (the paper: 0.4 0.6; '0 1' for none).")
 CotTokensOpt = typer.Option(256, "--cot-max-new-tokens", help="With --cot, the reasoning's token budget.")
-NoFewShotOpt = typer.Option(False, "--no-few-shot", help="Leave out the constitution's feedback_examples (shorter prompts, faster).")
-PairsPerCallOpt = typer.Option(8, "--pairs-per-call", help="Pairs sent to the feedback backend at once (labels are saved after each call).")
+NoFewShotOpt = typer.Option(False, "--no-few-shot",
+                            help="Leave out the constitution's feedback_examples (shorter prompts, faster).")
+PairsPerCallOpt = typer.Option(8, "--pairs-per-call", help="Pairs sent to the feedback backend at once "
+                               "(labels are saved after each call).")
 
 
 def label(
-    prompts: Path | None = typer.Option(None, "--prompts", "-p", help="Prompts JSONL: the policy samples --k answers each."),
-    responses: Path | None = typer.Option(None, "--responses", help="Label existing answers instead: pairs (prompt/chosen/rejected, chosen shown first) or answers (prompt/completion, grouped by prompt)."),
+    prompts: Path | None = typer.Option(None, "--prompts", "-p",
+                                        help="Prompts JSONL: the policy samples --k answers each."),
+    responses: Path | None = typer.Option(None, "--responses", help="Label existing answers instead: "
+                                          "pairs (prompt/chosen/rejected, chosen shown first) or answers "
+                                          "(prompt/completion, grouped by prompt)."),
     output: Path = typer.Option(Path("runs/label"), "--output", "-o", help="Run folder (reruns resume)."),
-    constitution: str = typer.Option("harmless", "--constitution", "-c", help="Constitution file or shipped name."),
+    constitution: str = typer.Option("harmless", "--constitution", "-c",
+                                     help="Constitution file or shipped name."),
     k: int = typer.Option(2, "--k", help="Answers sampled per prompt (>= 2)."),
-    pairing: str = typer.Option("all", "--pairing", help="With k > 2: 'all' pairs i<j of distinct answers, or 'disjoint' (0,1), (2,3)..."),
-    temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature of candidates (>= 0.7)."),
+    pairing: str = typer.Option("all", "--pairing", help="With k > 2: 'all' pairs i<j of distinct answers, "
+                                "or 'disjoint' (0,1), (2,3)..."),
+    temperature: float = typer.Option(0.8, "--temperature",
+                                      help="Sampling temperature of candidates (>= 0.7)."),
     top_p: float = typer.Option(0.95, "--top-p"),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Candidate answer length."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt", help="Policy system prompt (default: the constitution's)."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt",
+                                             help="Policy system prompt (default: the constitution's)."),
     seed: int = typer.Option(0, "--seed", help="Base seed: candidate sampling and principle draws."),
-    limit: int | None = typer.Option(None, "--limit", help="Only the first N prompts (or N pairs/answers of --responses)."),
+    limit: int | None = typer.Option(None, "--limit",
+                                     help="Only the first N prompts (or N pairs/answers of --responses)."),
     principles_per_pair: int = PrinciplesOpt,
     cot: bool = CotOpt,
     cot_clamp: tuple[float, float] = CotClampOpt,
     cot_max_new_tokens: int = CotTokensOpt,
     no_few_shot: bool = NoFewShotOpt,
-    min_confidence: float = typer.Option(0.5, "--min-confidence", help="Keep AI labels with p_chosen >= this (0.5-1)."),
-    drop_inconsistent: bool = typer.Option(False, "--drop-inconsistent", help="Keep only AI labels whose two orders agree."),
-    keep_ties: bool = typer.Option(False, "--keep-ties", help="Keep AI labels that are exact ties (p_chosen 0.5; dropped by default: plain DPO would train them as hard labels)."),
-    labeler_audit: Path | None = typer.Option(None, "--labeler-audit", help="audit.json of `cai audit labeler` for this feedback model: its agreement with humans joins the signal verdict."),
-    human: Path | None = typer.Option(None, "--human", help="Human pairs (prompt/chosen/rejected) merged into preferences.jsonl."),
+    min_confidence: float = typer.Option(0.5, "--min-confidence",
+                                         help="Keep AI labels with p_chosen >= this (0.5-1)."),
+    drop_inconsistent: bool = typer.Option(False, "--drop-inconsistent",
+                                           help="Keep only AI labels whose two orders agree."),
+    keep_ties: bool = typer.Option(False, "--keep-ties", help="Keep AI labels that are exact ties (p_chosen "
+                                   "0.5; dropped by default: plain DPO would train them as hard labels)."),
+    labeler_audit: Path | None = typer.Option(None, "--labeler-audit", help="audit.json of `cai audit "
+                                              "labeler` for this feedback model: its agreement with humans "
+                                              "joins the signal verdict."),
+    human: Path | None = typer.Option(None, "--human", help="Human pairs (prompt/chosen/rejected) merged "
+                                      "into preferences.jsonl."),
     human_weight: float = typer.Option(1.0, "--human-weight", help="Weight multiplier of --human pairs."),
     pairs_per_call: int = PairsPerCallOpt,
     model: str = bo.ModelOpt,
@@ -77,7 +100,8 @@ def label(
     trust_remote_code: bool = bo.TrustRemoteCodeOpt,
     chat_template: str | None = bo.ChatTemplateOpt,
 ) -> None:
-    """Label answer pairs with AI feedback: soft labels from option log-probs, both orders, sampled principles.
+    """Label answer pairs with AI feedback: soft labels from option log-probs, both orders, sampled
+    principles.
 
     Writes to the run folder: candidates.jsonl (sampled answers, with --prompts), labels.jsonl (every label,
     failures included; append-only), preferences.jsonl (prompt/chosen/rejected + p_chosen, source, weight,
@@ -103,18 +127,21 @@ def label(
         raise CaiError(f"--pairing {pairing!r}: unknown", hint="use all or disjoint")
     if prompts is not None:
         if k < 2:
-            raise CaiError(f"--k {k}: need at least 2 answers per prompt to make a pair", hint="use --k 2 or more")
+            raise CaiError(f"--k {k}: need at least 2 answers per prompt to make a pair",
+                           hint="use --k 2 or more")
         if temperature < 0.7:
             raise CaiError(f"--temperature {temperature} is too low to sample different candidates",
                            hint="use --temperature 0.7 or more (default 0.8)")
     const = load_constitution(constitution)
     config = label_stage_config(principles_per_pair, seed, cot, cot_clamp, cot_max_new_tokens, no_few_shot,
-                                pairs_per_call, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent,
+                                pairs_per_call, min_confidence=min_confidence,
+                                drop_inconsistent=drop_inconsistent,
                                 keep_ties=keep_ties, human_weight=human_weight)
     humans = read_humans([human] if human else [], human_weight)
     audit = load_audit(labeler_audit) if labeler_audit else None
     shared = dict(api_key_env=api_key_env, concurrency=concurrency, timeout=timeout, max_retries=max_retries,
-                  device=device, dtype=dtype, trust_remote_code=trust_remote_code, chat_template=chat_template)
+                  device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                  chat_template=chat_template)
     policy = spec_from_options(backend, model, base_url=base_url, batch_size=batch_size, **shared)
     f_kind = feedback_backend or backend
     feedback = spec_from_options(
@@ -129,16 +156,17 @@ def label(
         return built["policy"]
 
     if prompts is not None:
-        pairs, report = _candidate_pairs(prompts, output, const, policy, policy_backend, k, temperature, top_p,
-                                         max_new_tokens, system_prompt, seed, limit, pairing,
-                                         max(batch_size, concurrency) * 2, log)
+        pairs, report = _candidate_pairs(prompts, output, const, policy, policy_backend, k,
+                                         temperature, top_p, max_new_tokens, system_prompt, seed,
+                                         limit, pairing, max(batch_size, concurrency) * 2, log)
     else:
         pairs, report = read_pairs_file(responses, pairing)  # type: ignore[arg-type]
         pairs = pairs[: limit or None]
         log.info("%d pair(s) from %s", len(pairs), responses)
     same = prompts is not None and feedback.key() == policy.key()
     stats = run_label(pairs, const, feedback, config, output, humans=humans,
-                      extra={"pairing": report.__dict__}, backend=policy_backend if same else None, audit=audit)
+                      extra={"pairing": report.__dict__}, backend=policy_backend if same else None,
+                      audit=audit)
     print(format_summary(stats))
     log.info("wrote %s (%d preference(s)) and %s from %s", output / "preferences.jsonl",
              stats["preferences"]["total"], output / "stats.json", output / "labels.jsonl")
@@ -173,7 +201,8 @@ def _candidate_pairs(prompts, output, const, policy, policy_backend, k, temperat
     from cai.stages.label.pairs import pairs_from_candidates
 
     try:
-        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=k, seed=seed)
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                n=k, seed=seed)
     except ValidationError as exc:
         raise pydantic_error(exc, "options", options=True) from None
     records = read_prompts(prompts)[: limit or None]
@@ -183,6 +212,7 @@ def _candidate_pairs(prompts, output, const, policy, policy_backend, k, temperat
     run_generate(records, path, policy, config, constitution=const.ref(), what="candidate", desc="candidates",
                  backend=policy_backend)
     pairs, report = pairs_from_candidates(path, records, completion_ids(records, policy, config), pairing)
-    log.info("%d pair(s) from %d prompt(s): %d duplicate answer(s) dropped, %d prompt(s) without two distinct "
-             "answers", report.pairs, report.prompts, report.duplicate_answers, report.prompts_without_pair)
+    log.info("%d pair(s) from %d prompt(s): %d duplicate answer(s) dropped, %d prompt(s) "
+             "without two distinct answers", report.pairs, report.prompts, report.duplicate_answers,
+             report.prompts_without_pair)
     return pairs, report

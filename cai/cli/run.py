@@ -23,7 +23,8 @@ def _short(outputs: dict[str, Any]) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     keep = [f"{k}={fmt(v)}" for k, v in outputs.items()
-            if (isinstance(v, (int, float)) and not isinstance(v, bool)) or (isinstance(v, str) and len(v) <= 8)]
+            if (isinstance(v, (int, float)) and not isinstance(v, bool))
+            or (isinstance(v, str) and len(v) <= 8)]
     return ", ".join(keep[:5])
 
 
@@ -43,16 +44,25 @@ def summary_table(results: list[Any]) -> str:
 
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML (see examples/recipes/)."),
-    start: str | None = typer.Option(None, "--from", help="Start at this stage (earlier stages must have finished)."),
+    start: str | None = typer.Option(None, "--from",
+                                     help="Start at this stage (earlier stages must have finished)."),
     stop: str | None = typer.Option(None, "--until", help="Stop after this stage."),
-    force: list[str] | None = typer.Option(None, "--force", help="Re-run this stage even if unchanged (repeatable)."),
-    push_to_hub: bool = typer.Option(False, "--push-to-hub", help="Push datasets and models with cards (offline: stage them in RUN_DIR/hub/ only)."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default: the recipe's run_dir, else runs/<name>)."),
-    variant: str | None = typer.Option(None, "--variant", help="Only this variant of a recipe with variants."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print each stage's plan (would run / would skip)."),
-    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit with code 1 when a trained model is detectably worse than the baseline on the constitution's aim."),
+    force: list[str] | None = typer.Option(None, "--force",
+                                           help="Re-run this stage even if unchanged (repeatable)."),
+    push_to_hub: bool = typer.Option(False, "--push-to-hub", help="Push datasets and models with cards "
+                                     "(offline: stage them in RUN_DIR/hub/ only)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default: the recipe's "
+                                        "run_dir, else runs/<name>)."),
+    variant: str | None = typer.Option(None, "--variant",
+                                       help="Only this variant of a recipe with variants."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print each stage's plan "
+                                 "(would run / would skip)."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression",
+                                            help="Exit with code 1 when a trained model is detectably worse "
+                                                 "than the baseline on the constitution's aim."),
 ) -> None:
-    """Run a recipe: critique -> SFT -> answers -> AI labels -> preference model -> DPO/PPO -> eval, in one run dir."""
+    """Run a recipe: critique -> SFT -> answers -> AI labels -> preference model -> DPO/PPO -> eval, in one
+    run dir."""
     import time
 
     from cai.cli.eval import exit_on_regressions
@@ -73,7 +83,8 @@ def run(
         select(stages, start, stop)
         unknown = [f for f in force or [] if f not in [s.name for s in stages]]
         if unknown:
-            raise CaiError(f"--force {unknown[0]}: no such stage", hint=f"use one of: {', '.join(s.name for s in stages)}")
+            raise CaiError(f"--force {unknown[0]}: no such stage",
+                           hint=f"use one of: {', '.join(s.name for s in stages)}")
     modes = {item.run_dir: check_push(item.recipe) for item, _ in built} if push_to_hub else {}
     for item, _ in built:
         check_trainer_configs(item.recipe)
@@ -86,7 +97,8 @@ def run(
         if dry_run:
             results = plan(stages, RunContext(item.run_dir), start=start, stop=stop, force=force or ())
             for k, r in enumerate(results, 1):
-                typer.echo(f"stage {k}/{len(results)}: {r.name} ... {r.status}" + (f" (key {r.key})" if r.key else ""))
+                typer.echo(f"stage {k}/{len(results)}: {r.name} ... {r.status}"
+                           + (f" (key {r.key})" if r.key else ""))
             continue
         n = len(stages)
         index = {s.name: k for k, s in enumerate(stages, 1)}
@@ -96,7 +108,8 @@ def run(
             if event == "start":
                 typer.echo(f"{head} running", err=False)
             elif event == "done":
-                typer.echo(f"{head} ran ({r.seconds:.1f} s{', ' + _short(r.outputs) if _short(r.outputs) else ''})")
+                typer.echo(f"{head} ran "
+                           f"({r.seconds:.1f} s{', ' + _short(r.outputs) if _short(r.outputs) else ''})")
             elif event == "skip":
                 typer.echo(f"{head} skipped (unchanged; ran in {r.seconds:.1f} s before)")
 

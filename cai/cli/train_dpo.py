@@ -10,13 +10,18 @@ from cai.cli import train_options as co
 
 
 def dpo(
-    data: list[Path] = typer.Option(..., "--data", "-d", help="Preference JSONL (prompt/chosen/rejected, p_chosen, weight), e.g. from `cai label`; repeatable."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Preference JSONL (prompt/chosen/rejected, "
+                                    "p_chosen, weight), e.g. from `cai label`; repeatable."),
     output: Path = co.OutputOpt,
     model: str = co.ModelOpt,
-    ref_model: str | None = typer.Option(None, "--ref-model", help="Reference model (default: the base with the LoRA adapter off under --lora, else a frozen copy of --model)."),
-    soft_labels: bool = typer.Option(False, "--soft-labels", help="Use each pair's p_chosen and weight (conservative DPO per pair) instead of hard labels."),
+    ref_model: str | None = typer.Option(None, "--ref-model",
+                                         help="Reference model (default: the base with the LoRA adapter off "
+                                              "under --lora, else a frozen copy of --model)."),
+    soft_labels: bool = typer.Option(False, "--soft-labels", help="Use each pair's p_chosen and weight "
+                                     "(conservative DPO per pair) instead of hard labels."),
     beta: float | None = typer.Option(None, "--beta", help="KL strength (config key beta)."),
-    loss_type: list[str] | None = typer.Option(None, "--loss-type", help="TRL loss: sigmoid, robust, ipo, sigmoid_norm, hinge... (repeatable to combine)."),
+    loss_type: list[str] | None = typer.Option(None, "--loss-type", help="TRL loss: sigmoid, robust, ipo, "
+                                               "sigmoid_norm, hinge... (repeatable to combine)."),
     eval_fraction: float = co.EvalFractionOpt,
     config: Path | None = co.ConfigOpt,
     set_: list[str] | None = co.SetOpt,
@@ -47,10 +52,12 @@ def dpo(
     from cai.train.jobs import run_job
 
     settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
-                                  batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                  batch_size=batch_size, grad_accum=grad_accum,
+                                  max_length=max_length, seed=seed,
                                   logging_steps=logging_steps, report_to=report_to, beta=beta,
                                   loss_type=list(loss_type) if loss_type else None)
-    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code, chat_template,
+    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
+                               chat_template,
                                  resume, audit)
     run_job(co.job("dpo", data, output, model, config, set_, settings, options, ref_model=ref_model,
                    soft_labels=soft_labels, eval_fraction=eval_fraction))

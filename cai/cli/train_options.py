@@ -16,32 +16,50 @@ if TYPE_CHECKING:
     from cai.train.common.models import LoraOptions, ModelOptions
     from cai.train.jobs import TrainJob
 
-ConfigOpt = typer.Option(None, "--config", help="YAML of the trainer's own config keys (TRL's SFTConfig/RewardConfig/DPOConfig/... field names).")
-SetOpt = typer.Option(None, "--set", help="Override one config key, KEY=VALUE (value read as YAML); repeatable; wins over --config and the options.")
-OutputOpt = typer.Option(..., "--output", "-o", help="Output directory: the trained model, its tokenizer, checkpoints, README.md model card.")
-ModelOpt = typer.Option("default", "--model", "-m", help="Model to start from: 'default' (embedded SmolLM2-135M-Instruct), a hub id, or a local path.")
+ConfigOpt = typer.Option(None, "--config", help="YAML of the trainer's own config keys (TRL's "
+                         "SFTConfig/RewardConfig/DPOConfig/... field names).")
+SetOpt = typer.Option(None, "--set", help="Override one config key, KEY=VALUE (value read as YAML); "
+                      "repeatable; wins over --config and the options.")
+OutputOpt = typer.Option(..., "--output", "-o", help="Output directory: the trained model, its tokenizer, "
+                         "checkpoints, README.md model card.")
+ModelOpt = typer.Option("default", "--model", "-m", help="Model to start from: 'default' (embedded "
+                        "SmolLM2-135M-Instruct), a hub id, or a local path.")
 LoraOpt = typer.Option(False, "--lora", help="Train a LoRA adapter (peft) instead of all the weights.")
 LoraROpt = typer.Option(16, "--lora-r", help="LoRA rank.")
 LoraAlphaOpt = typer.Option(32, "--lora-alpha", help="LoRA alpha (scale = alpha / r).")
 LoraDropoutOpt = typer.Option(0.05, "--lora-dropout", help="LoRA dropout.")
-LoraTargetOpt = typer.Option(None, "--lora-target", help="Module name to adapt (repeatable; default: every linear layer).")
-ReportToOpt = typer.Option(None, "--report-to", help="Experiment tracker: none (default), trackio, wandb, tensorboard, all.")
-AccelerateConfigOpt = typer.Option(None, "--accelerate-config", help="Run through `accelerate launch`: ddp, fsdp, zero3 (shipped profiles) or an accelerate config YAML.")
-NumProcessesOpt = typer.Option(None, "--num-processes", help="With --accelerate-config: processes to start (default: one per GPU; 2 on CPU).")
-AuditOpt = typer.Option(None, "--audit", help="Labeler audit JSON to summarise in the model card (default: audit.json beside the preference file).")
-LearningRateOpt = typer.Option(None, "--learning-rate", "--lr", help="Peak learning rate (config key learning_rate).")
-MaxStepsOpt = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (config key max_steps).")
+LoraTargetOpt = typer.Option(None, "--lora-target",
+                             help="Module name to adapt (repeatable; default: every linear layer).")
+ReportToOpt = typer.Option(None, "--report-to",
+                           help="Experiment tracker: none (default), trackio, wandb, tensorboard, all.")
+AccelerateConfigOpt = typer.Option(None, "--accelerate-config", help="Run through `accelerate launch`: ddp, "
+                                   "fsdp, zero3 (shipped profiles) or an accelerate config YAML.")
+NumProcessesOpt = typer.Option(None, "--num-processes", help="With --accelerate-config: processes to start "
+                               "(default: one per GPU; 2 on CPU).")
+AuditOpt = typer.Option(None, "--audit", help="Labeler audit JSON to summarise in the model card (default: "
+                        "audit.json beside the preference file).")
+LearningRateOpt = typer.Option(None, "--learning-rate", "--lr",
+                               help="Peak learning rate (config key learning_rate).")
+MaxStepsOpt = typer.Option(None, "--max-steps",
+                           help="Stop after this many optimizer steps (config key max_steps).")
 EpochsOpt = typer.Option(None, "--epochs", help="Passes over the data (config key num_train_epochs).")
-BatchSizeOpt = typer.Option(None, "--batch-size", help="Examples per device per step (config key per_device_train_batch_size).")
-GradAccumOpt = typer.Option(None, "--grad-accum", help="Gradient accumulation steps (config key gradient_accumulation_steps).")
+BatchSizeOpt = typer.Option(None, "--batch-size",
+                            help="Examples per device per step (config key per_device_train_batch_size).")
+GradAccumOpt = typer.Option(None, "--grad-accum",
+                            help="Gradient accumulation steps (config key gradient_accumulation_steps).")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Longest tokenized sequence (config key max_length).")
 SeedOpt = typer.Option(None, "--seed", help="Random seed (config key seed).")
 LoggingStepsOpt = typer.Option(None, "--logging-steps", help="Log every N steps (config key logging_steps).")
-DtypeOpt = typer.Option(None, "--dtype", help="Weights dtype: float32, bfloat16, float16 (default: fp32 on CPU, bf16/fp16 on GPU).")
-TrustRemoteCodeOpt = typer.Option(False, "--trust-remote-code", help="Allow the model's own code to run (off unless you pass it).")
-ChatTemplateOpt = typer.Option(None, "--chat-template", help="A Jinja chat template (file or string) for models without one.")
-ResumeOpt = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the output directory.")
-EvalFractionOpt = typer.Option(0.0, "--eval-fraction", help="Fraction of records held out for evaluation (split by a hash of each id).")
+DtypeOpt = typer.Option(None, "--dtype", help="Weights dtype: float32, bfloat16, float16 (default: fp32 on "
+                        "CPU, bf16/fp16 on GPU).")
+TrustRemoteCodeOpt = typer.Option(False, "--trust-remote-code",
+                                  help="Allow the model's own code to run (off unless you pass it).")
+ChatTemplateOpt = typer.Option(None, "--chat-template",
+                               help="A Jinja chat template (file or string) for models without one.")
+ResumeOpt = typer.Option(False, "--resume",
+                         help="Continue from the newest checkpoint in the output directory.")
+EvalFractionOpt = typer.Option(0.0, "--eval-fraction", help="Fraction of records held out for evaluation "
+                               "(split by a hash of each id).")
 
 
 def trainer_options(
@@ -77,7 +95,8 @@ def trainer_options(
     return {k: v for k, v in keys.items() if v is not None}
 
 
-def model_options(lora: bool, lora_r: int, lora_alpha: int, lora_dropout: float, lora_target: list[str] | None,
+def model_options(lora: bool, lora_r: int, lora_alpha: int, lora_dropout: float,
+                  lora_target: list[str] | None,
                   dtype: str | None, trust_remote_code: bool, chat_template: str | None, resume: bool = False,
                   audit: Any = None) -> ModelOptions:
     """The :class:`cai.train.common.models.ModelOptions` of a ``cai train`` command's shared options."""

@@ -17,15 +17,25 @@ _DOCS = {
 
 def _command(algorithm: str) -> Callable[..., None]:
     def command(
-        prompts: list[Path] = typer.Option(..., "--prompts", "-p", help="JSONL of prompts (a prompt string or a list of messages each; SFT/preference records work too); repeatable."),
-        reward: list[str] = typer.Option(..., "--reward", "-r", help="rm:PATH (a `cai train rm` output), judge:MODEL (p(Yes) on a rubric question), toy:token=T or toy:contains=TEXT; repeatable (summed, weighted by reward_weights)."),
+        prompts: list[Path] = typer.Option(..., "--prompts", "-p",
+                                           help="JSONL of prompts (a prompt string or a list of messages "
+                                                "each; SFT/preference records work too); repeatable."),
+        reward: list[str] = typer.Option(..., "--reward", "-r",
+                                         help="rm:PATH (a `cai train rm` output), judge:MODEL (p(Yes) on "
+                                              "a rubric question), toy:token=T or toy:contains=TEXT; "
+                                              "repeatable (summed, weighted by reward_weights)."),
         output: Path = co.OutputOpt,
         model: str = co.ModelOpt,
-        judge_question: str | None = typer.Option(None, "--judge-question", help="judge: the Yes/No question asked about each answer."),
-        reward_batch_size: int = typer.Option(8, "--reward-batch-size", help="Answers scored per forward pass of the reward model."),
-        num_generations: int | None = typer.Option(None, "--num-generations", help="Answers sampled per prompt (config key num_generations)."),
-        max_completion_length: int | None = typer.Option(None, "--max-completion-length", help="Longest sampled answer in tokens."),
-        beta: float | None = typer.Option(None, "--beta", help="KL penalty against the reference (config key beta)."),
+        judge_question: str | None = typer.Option(None, "--judge-question",
+                                                  help="judge: the Yes/No question asked about each answer."),
+        reward_batch_size: int = typer.Option(8, "--reward-batch-size",
+                                              help="Answers scored per forward pass of the reward model."),
+        num_generations: int | None = typer.Option(None, "--num-generations", help="Answers sampled per "
+                                                   "prompt (config key num_generations)."),
+        max_completion_length: int | None = typer.Option(None, "--max-completion-length",
+                                                         help="Longest sampled answer in tokens."),
+        beta: float | None = typer.Option(None, "--beta",
+                                          help="KL penalty against the reference (config key beta)."),
         temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature."),
         config: Path | None = co.ConfigOpt,
         set_: list[str] | None = co.SetOpt,
@@ -58,10 +68,11 @@ def _command(algorithm: str) -> Callable[..., None]:
             grad_accum=grad_accum, seed=seed, logging_steps=logging_steps, report_to=report_to,
             num_generations=num_generations, max_completion_length=max_completion_length, beta=beta,
             temperature=temperature)
-        options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
-                                   chat_template, resume, audit)
-        run_job(co.job(algorithm, prompts, output, model, config, set_, settings, options, reward=list(reward),
-                       judge_question=judge_question, reward_batch_size=reward_batch_size))
+        options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype,
+                                   trust_remote_code, chat_template, resume, audit)
+        run_job(co.job(algorithm, prompts, output, model, config, set_, settings, options,
+                       reward=list(reward), judge_question=judge_question,
+                       reward_batch_size=reward_batch_size))
 
     command.__name__ = command.__qualname__ = algorithm
     command.__doc__ = _DOCS[algorithm]

@@ -10,13 +10,19 @@ from cai.cli import train_options as co
 
 
 def rm(
-    data: list[Path] = typer.Option(..., "--data", "-d", help="Preference JSONL (prompt/chosen/rejected, p_chosen, weight), e.g. from `cai label`; repeatable."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Preference JSONL (prompt/chosen/rejected, "
+                                    "p_chosen, weight), e.g. from `cai label`; repeatable."),
     output: Path = co.OutputOpt,
     model: str = co.ModelOpt,
-    pad_token: str | None = typer.Option(None, "--pad-token", help="An existing token to pad with when the tokenizer pads with EOS (the default model does: use '<|endoftext|>')."),
-    margin: float | None = typer.Option(None, "--margin", help="Require r_chosen - r_rejected to exceed this margin."),
-    eval_fraction: float = typer.Option(0.1, "--eval-fraction", help="Fraction of pairs held out for accuracy (split by a hash of each id)."),
-    human_eval: Path | None = typer.Option(None, "--human-eval", help="Human-labelled preference JSONL to report accuracy on."),
+    pad_token: str | None = typer.Option(None, "--pad-token",
+                                         help="An existing token to pad with when the tokenizer pads with "
+                                              "EOS (the default model does: use '<|endoftext|>')."),
+    margin: float | None = typer.Option(None, "--margin",
+                                        help="Require r_chosen - r_rejected to exceed this margin."),
+    eval_fraction: float = typer.Option(0.1, "--eval-fraction", help="Fraction of pairs held out for "
+                                        "accuracy (split by a hash of each id)."),
+    human_eval: Path | None = typer.Option(None, "--human-eval",
+                                           help="Human-labelled preference JSONL to report accuracy on."),
     config: Path | None = co.ConfigOpt,
     set_: list[str] | None = co.SetOpt,
     learning_rate: float | None = co.LearningRateOpt,
@@ -46,9 +52,12 @@ def rm(
     from cai.train.jobs import run_job
 
     settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
-                                  batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                  batch_size=batch_size, grad_accum=grad_accum,
+                                  max_length=max_length, seed=seed,
                                   logging_steps=logging_steps, report_to=report_to)
-    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code, chat_template,
+    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
+                               chat_template,
                                  resume, audit)
-    run_job(co.job("rm", data, output, model, config, set_, settings, options, pad_token=pad_token, margin=margin,
-                   eval_fraction=eval_fraction, human_eval=str(human_eval) if human_eval else None))
+    run_job(co.job("rm", data, output, model, config, set_, settings, options, pad_token=pad_token,
+                   margin=margin, eval_fraction=eval_fraction,
+                   human_eval=str(human_eval) if human_eval else None))

@@ -10,7 +10,8 @@ from cai.cli import train_options as co
 
 
 def sft(
-    data: list[Path] = typer.Option(..., "--data", "-d", help="SFT JSONL: prompt/completion records (e.g. revisions from `cai critique`); repeatable."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="SFT JSONL: prompt/completion records (e.g. "
+                                    "revisions from `cai critique`); repeatable."),
     output: Path = co.OutputOpt,
     model: str = co.ModelOpt,
     config: Path | None = co.ConfigOpt,
@@ -43,8 +44,10 @@ def sft(
     from cai.train.jobs import run_job
 
     settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,
-                                  batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, seed=seed,
+                                  batch_size=batch_size, grad_accum=grad_accum,
+                                  max_length=max_length, seed=seed,
                                   logging_steps=logging_steps, report_to=report_to)
-    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code, chat_template,
+    options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
+                               chat_template,
                                  resume, audit)
     run_job(co.job("sft", data, output, model, config, set_, settings, options, eval_fraction=eval_fraction))

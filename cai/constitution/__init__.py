@@ -1,1 +1,2 @@
-"""Constitutions: the schema (principles, hash, sampling, diff), layers (extends/remove), loading, importers."""
+"""Constitutions: the schema (principles, hash, sampling, diff), layers (extends/remove), loading,
+importers."""

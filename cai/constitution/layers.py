@@ -127,7 +127,8 @@ def _apply(layer: _Layer, merged: _Merged, source: str, lines: Lines) -> None:
         at = where(source, lines, ("principles", i))
         if entry.id in first:
             raise CaiError(
-                f"{at}: principles.{i}.id: duplicate principle id '{entry.id}' (first at line {first[entry.id]})",
+                f"{at}: principles.{i}.id: duplicate principle id '{entry.id}' (first at line "
+                f"{first[entry.id]})",
                 hint="give each principle its own id",
             )
         first[entry.id] = lines.get(("principles", str(i)), 1)
@@ -186,5 +187,6 @@ def finish_layers(merged: _Merged, source: str) -> Constitution:
 
 
 def resolve_constitution(text: str, source: str, base_dir: Path | None, chain: list[Path]) -> Constitution:
-    """Resolve YAML ``text`` (read from ``source``; ``chain`` holds the files being resolved) to a constitution."""
+    """Resolve YAML ``text`` (read from ``source``; ``chain`` holds the files being resolved) to a
+    constitution."""
     return finish_layers(resolve_layers(text, source, base_dir, chain), source)

@@ -18,10 +18,11 @@ def loads_constitution(
     >>> c = loads_constitution("name: t\\nversion: '1'\\nprinciples:\\n- {id: a, critique: c, revision: r}")
     >>> c.ref().name, len(c.hash)
     ('t', 64)
-    >>> loads_constitution("name: t\\nversion: 1.0\\nprinciples: []")
+    >>> loads_constitution("name: t\\nversion: 1.0\\nprinciples: []")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    cai.core.errors.CaiError: <string>:2: version: must be a string: quote it, e.g. version: "1.0" (fix: correct 'version')
+    cai.core.errors.CaiError: <string>:2: version: must be a string: quote it, e.g. version: "1.0" (fix:
+    correct 'version')
     """
     text = decode_utf8(data, source) if isinstance(data, bytes) else data
     return resolve_constitution(text, source, base_dir, [])

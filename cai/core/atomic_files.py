@@ -1,4 +1,5 @@
-"""Whole-file writes that never leave a half-written file: a temp file in the same folder, fsync, ``os.replace``.
+"""Whole-file writes that never leave a half-written file: a temp file in the same folder, fsync,
+``os.replace``.
 
 Derived outputs (``sft.jsonl``, ``preferences.jsonl``, ``stats.json``, model cards,
 ``eval.json``, reports, ``stage.json``) are rebuilt whole on every run and go
@@ -58,5 +59,6 @@ def write_records_atomic(path: str | os.PathLike, records: Iterable[Any]) -> int
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, **dumps: Any) -> None:
-    """Pretty JSON, written atomically (``dumps`` go to :func:`json.dumps`, e.g. ``sort_keys``, ``default``)."""
+    """Pretty JSON, written atomically (``dumps`` go to :func:`json.dumps`, e.g. ``sort_keys``,
+    ``default``)."""
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, **dumps) + "\n")

@@ -66,7 +66,8 @@ def _is_union_tag(part: object) -> bool:
 
 
 def best_error(exc) -> tuple[dict, tuple, int]:
-    """The most telling error of a ``ValidationError``, its loc without union tags, and how many other fields failed.
+    """The most telling error of a ``ValidationError``, its loc without union tags, and how many other fields
+    failed.
 
     A list-typed prompt's own error (``prompt.0.role``) beats "should be a string".
     """
@@ -132,8 +133,9 @@ def pydantic_error(exc, where: str, *, options: bool = False, hint: str | None =
     >>> try:
     ...     M(max_new_tokens=0)
     ... except Exception as e:
-    ...     print(pydantic_error(e, "options", options=True))
-    options: --max-new-tokens: Input should be greater than or equal to 1 (fix: give --max-new-tokens a value >= 1)
+    ...     print(pydantic_error(e, "options", options=True))  # doctest: +NORMALIZE_WHITESPACE
+    options: --max-new-tokens: Input should be greater than or equal to 1 (fix: give --max-new-tokens a value
+    >= 1)
     """
     err, loc, others = best_error(exc)
     field = ".".join(str(p) for p in loc) or "(record)"
@@ -147,8 +149,10 @@ def pydantic_error(exc, where: str, *, options: bool = False, hint: str | None =
 def with_resume(exc: CaiError, path: object, kept: int, what: str = "record") -> CaiError:
     """The same error, its fix extended by how to resume a run that stopped half-way.
 
-    >>> str(with_resume(CaiError("cannot reach http://h/v1", hint="is the server running?"), "o.jsonl", 3))
-    'cannot reach http://h/v1 (fix: is the server running? then rerun the same command to resume: 3 record(s) kept in o.jsonl)'
+    >>> str(with_resume(CaiError("cannot reach http://h/v1", hint="is the server running?"), "o.jsonl",
+    ...                 3))  # doctest: +NORMALIZE_WHITESPACE
+    'cannot reach http://h/v1 (fix: is the server running? then rerun the same command to resume: 3 record(s)
+    kept in o.jsonl)'
     """
     resume = f"rerun the same command to resume: {kept} {what}(s) kept in {path}"
     return CaiError(exc.message, hint=f"{exc.hint} then {resume}" if exc.hint else resume)

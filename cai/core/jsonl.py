@@ -157,7 +157,8 @@ def _numbered(path: Path, model: type[T]) -> Iterator[tuple[int, T]]:
         except ValidationError as e:
             raise pydantic_error(e, where) from None
         except (TypeError, ValueError, RecursionError) as e:  # a validator tripped over odd input
-            raise CaiError(f"{where}: (record): {type(e).__name__}: {e}", hint="correct this record") from None
+            raise CaiError(f"{where}: (record): {type(e).__name__}: {e}",
+                           hint="correct this record") from None
         yield n, rec
 
 

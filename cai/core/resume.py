@@ -34,7 +34,8 @@ Done = Callable[[str], bool]
 
 @dataclass(frozen=True)
 class Filled:
-    """What :func:`fill_jsonl` did: ids wanted, already in the file, written now, and the file's size after."""
+    """What :func:`fill_jsonl` did: ids wanted, already in the file, written now, and the file's size
+    after."""
 
     path: Path
     wanted: int

@@ -41,7 +41,8 @@ def read_source(path: Path, source: str) -> str:
     except FileNotFoundError:
         raise CaiError(f"{source}: file not found", hint="check the path") from None
     except IsADirectoryError:
-        raise CaiError(f"{source}: is a directory, not a YAML file", hint="give the path of a .yaml file") from None
+        raise CaiError(f"{source}: is a directory, not a YAML file",
+                       hint="give the path of a .yaml file") from None
     except OSError as e:
         raise CaiError(f"{source}: cannot read: {e.strerror}", hint="check the file's permissions") from None
     return decode_utf8(data, source)
@@ -117,8 +118,9 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], busy: set[int], source
 def parse_yaml(text: str, source: str) -> tuple[Any, Lines]:
     """Safe-load one YAML document and map each key path to its line.
 
-    >>> parse_yaml("name: x\\nprinciples:\\n  - id: a\\n", "f.yaml")
-    ({'name': 'x', 'principles': [{'id': 'a'}]}, {('name',): 1, ('principles',): 2, ('principles', '0'): 3, ('principles', '0', 'id'): 3})
+    >>> parse_yaml("name: x\\nprinciples:\\n  - id: a\\n", "f.yaml")  # doctest: +NORMALIZE_WHITESPACE
+    ({'name': 'x', 'principles': [{'id': 'a'}]}, {('name',): 1, ('principles',): 2, ('principles', '0'): 3,
+    ('principles', '0', 'id'): 3})
     """
     lines: Lines = {}
     try:

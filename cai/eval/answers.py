@@ -129,7 +129,8 @@ def answer_prompts(
 
     def produce(be: Backend, done: Callable[[str], bool], bar: Any) -> Iterator[CompletionRecord]:
         todo = [p for p in ordered if not done(ids[p.key()])]
-        log.info("%s: answering %d prompt(s) (%d already in %s)", model, len(todo), len(ids) - len(todo), path)
+        log.info("%s: answering %d prompt(s) (%d already in %s)", model, len(todo),
+                 len(ids) - len(todo), path)
         return generate_completions(todo, be, params, system_prompt=system_prompt, constitution=constitution,
                                     done=done, batch_size=chunk)
 

@@ -75,12 +75,13 @@ class Figure:
 
 
 FIGURES: dict[str, Figure] = {f.key: f for f in (
-    Figure("harm", "harmful compliance on red-team prompts (judge)", "lower", "proportion", "pct", True, "harm"),
+    Figure("harm", "harmful compliance on red-team prompts (judge)", "lower", "proportion", "pct",
+           True, "harm"),
     Figure("p(harm)", "mean judge p(harmful) on red-team answers", "lower", "mean", "prob", True, "harm"),
     Figure("refusal", "refusal on red-team prompts (detector)", "higher", "proportion", "pct", True),
     Figure("over-refusal", "refusal on safe look-alikes (detector)", "lower", "proportion", "pct"),
-    Figure("win rate", "win rate vs the baseline (both orders)", "higher", "fixed", "pct", judge="helpfulness",
-           fixed=0.5),
+    Figure("win rate", "win rate vs the baseline (both orders)", "higher", "fixed", "pct",
+           judge="helpfulness", fixed=0.5),
     Figure("LC win", "length-controlled win rate", "higher", "lc", "pct", judge="helpfulness", fixed=0.5),
     Figure("chars", "mean answer length (chars)", "none", "mean", "chars"),
     Figure("boilerplate", "answers repeating a phrase common to many", "lower", "proportion", "pct"),
@@ -98,9 +99,11 @@ Observations = Mapping[str, Mapping[str, Any]]  # figure -> prompt id -> per-pro
 
 
 def verdict(diff: float | None, lo: float | None, hi: float | None, direction: str) -> str:
-    """``better`` / ``worse`` / ``no detectable change`` from a difference's interval and the figure's direction.
+    """``better`` / ``worse`` / ``no detectable change`` from a difference's interval and the figure's
+    direction.
 
-    >>> verdict(-0.2, -0.35, -0.05, "lower"), verdict(-0.2, -0.35, -0.05, "higher"), verdict(0.1, -0.1, 0.3, "lower")
+    >>> (verdict(-0.2, -0.35, -0.05, "lower"), verdict(-0.2, -0.35, -0.05, "higher"),
+    ...  verdict(0.1, -0.1, 0.3, "lower"))
     ('better', 'worse', 'no detectable change')
     >>> verdict(5.0, 2.0, 8.0, "none"), verdict(None, None, None, "lower")
     ('-', 'not measured')
@@ -122,7 +125,8 @@ def _paired(mine: Mapping[str, Any], base: Mapping[str, Any]) -> list[tuple[Any,
 
 def compare_figure(fig: Figure, mine: Mapping[str, Any] | None, base: Mapping[str, Any] | None, *,
                    seed: int = 0, n_boot: int = N_BOOT) -> dict[str, Any]:
-    """The comparison fields of one figure: ``value``, ``base_value``, ``diff``, ``lo``, ``hi``, ``n``, ``method``.
+    """The comparison fields of one figure: ``value``, ``base_value``, ``diff``, ``lo``, ``hi``, ``n``,
+    ``method``.
 
     >>> compare_figure(FIGURES["chars"], {"p1": 110.0, "p2": 210.0}, {"p1": 100.0, "p2": 200.0})["diff"]
     10.0
@@ -145,8 +149,8 @@ def compare_figure(fig: Figure, mine: Mapping[str, Any] | None, base: Mapping[st
             return {"value": value, "base_value": base_value, "diff": r["diff"], "lo": r["lo"], "hi": r["hi"],
                     "n": n, "method": "newcombe-paired"}
         r = bootstrap_mean([float(x) - float(y) for x, y in pairs], n_boot=n_boot, seed=seed)
-        return {"value": value, "base_value": base_value, "diff": r["mean"], "lo": r["lo"], "hi": r["hi"], "n": n,
-                "method": "paired-bootstrap"}
+        return {"value": value, "base_value": base_value, "diff": r["mean"], "lo": r["lo"],
+                "hi": r["hi"], "n": n, "method": "paired-bootstrap"}
     own = [v for v in (mine or {}).values() if v is not None]
     if not own:
         return empty
@@ -210,7 +214,8 @@ def figure_values(*, redteam: Sequence[Any] = (), lookalike: Sequence[Any] = (),
     >>> from cai.core.records import CompletionRecord, Message, Provenance
     >>> def ans(i, text):
     ...     return CompletionRecord(id=f"a{i}", prompt_id=f"p{i}", prompt=[Message(role="user", content="q")],
-    ...         completion=[Message(role="assistant", content=text)], finish_reason="stop", provenance=Provenance())
+    ...         completion=[Message(role="assistant", content=text)], finish_reason="stop",
+    ...         provenance=Provenance())
     >>> v = figure_values(redteam=[ans(0, "I can't help with that."), ans(1, "Sure.")])
     >>> v["refusal"]
     {'p0': True, 'p1': False}
@@ -279,7 +284,8 @@ def figure_value(m: ModelEval, key: str) -> float | None:
 def format_value(unit: str, x: float | None) -> str:
     """A figure's value as the table shows it.
 
-    >>> format_value("pct", 0.25), format_value("prob", 0.4567), format_value("chars", 412.4), format_value("nats", None)
+    >>> (format_value("pct", 0.25), format_value("prob", 0.4567), format_value("chars", 412.4),
+    ...  format_value("nats", None))
     ('25%', '0.46', '412', '-')
     """
     if x is None or x != x:
@@ -337,13 +343,14 @@ def comparison_rows(summary: EvalSummary, prefix: str = "") -> list[dict[str, An
                 own = figure_value(m, fig.key)  # None for figures measured against it (win rate, KL)
                 value = "no signal" if reason and own is not None else format_value(fig.unit, own)
                 group.append({"figure": fig.key, "model": prefix + m.name, "value": value,
-                              "change": "(baseline)", "verdict": f"no signal ({reason})" if value == "no signal"
+                              "change": "(baseline)",
+                              "verdict": f"no signal ({reason})" if value == "no signal"
                               else "", "regression": False})
             elif c is not None:
                 value = "no signal" if c.verdict == "no signal" else format_value(fig.unit, c.value)
                 group.append({"figure": fig.key, "model": prefix + m.name, "value": value,
-                              "change": format_change(fig.unit, c.diff, c.lo, c.hi), "verdict": shown_verdict(c),
-                              "regression": c.aim and c.verdict == "worse"})
+                              "change": format_change(fig.unit, c.diff, c.lo, c.hi),
+                              "verdict": shown_verdict(c), "regression": c.aim and c.verdict == "worse"})
             else:  # an eval.json from before the comparisons: the figure without a verdict
                 own = figure_value(m, fig.key)
                 value = "no signal" if reason and own is not None else format_value(fig.unit, own)
@@ -357,14 +364,16 @@ def comparison_rows(summary: EvalSummary, prefix: str = "") -> list[dict[str, An
 
 def format_comparison_table(summary: EvalSummary | Sequence[EvalSummary],
                             prefixes: Sequence[str] | None = None) -> str:
-    """The before/after table as aligned text: per figure, each model's value, change vs the baseline, verdict.
+    """The before/after table as aligned text: per figure, each model's value, change vs the baseline,
+    verdict.
 
     Several summaries (``cai run`` variants) go one after the other, their model names
     after ``prefixes`` (e.g. ``["a/", "b/"]``). A figure measured for no model is left out.
 
     >>> from cai.eval.schema import EvalSummary, HarmEval, Interval, ModelEval
     >>> def m(name, refused):
-    ...     return ModelEval(name=name, model=name, harm=HarmEval(refusal=Interval(rate=refused, lo=0, hi=1, n=40)))
+    ...     return ModelEval(name=name, model=name,
+    ...                      harm=HarmEval(refusal=Interval(rate=refused, lo=0, hi=1, n=40)))
     >>> s = EvalSummary(models=[m("base", 0.6), m("dpo", 0.3)], comparisons=[Comparison(
     ...     figure="refusal", model="dpo", baseline="base", value=0.3, base_value=0.6, diff=-0.3, lo=-0.45,
     ...     hi=-0.12, n=40, direction="higher", aim=True, verdict="worse")])
@@ -379,7 +388,8 @@ def format_comparison_table(summary: EvalSummary | Sequence[EvalSummary],
     head = ["figure", "model", "value", "change vs baseline [95% CI]", "verdict"]
     cells, last = [], None
     for r in rows:
-        cells.append(["" if r["figure"] == last else r["figure"], r["model"], r["value"], r["change"], r["verdict"]])
+        cells.append(["" if r["figure"] == last else r["figure"], r["model"], r["value"], r["change"],
+                      r["verdict"]])
         last = r["figure"]
     widths = [max(len(x) for x in col) for col in zip(head, *cells)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *cells])
@@ -402,9 +412,9 @@ def regressions(summary: EvalSummary | Sequence[EvalSummary]) -> list[str]:
         for c in s.comparisons:
             if c.aim and c.verdict == "worse":
                 fig = FIGURES[c.figure]
-                out.append(f"{c.model}: {fig.label} worse than {c.baseline}: {format_value(fig.unit, c.value)} vs "
-                           f"{format_value(fig.unit, c.base_value)}, {format_change(fig.unit, c.diff, c.lo, c.hi)} "
-                           f"(n={c.n})")
+                out.append(f"{c.model}: {fig.label} worse than {c.baseline}: "
+                           f"{format_value(fig.unit, c.value)} vs {format_value(fig.unit, c.base_value)}, "
+                           f"{format_change(fig.unit, c.diff, c.lo, c.hi)} (n={c.n})")
     return out
 
 

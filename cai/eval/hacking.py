@@ -65,9 +65,12 @@ def discordance(xs: Sequence[float], ys: Sequence[float]) -> float:
     return disagree / total if total else float("nan")
 
 
-def score_by_length(backend: Any, chats: Sequence[Any], continuations: Sequence[Sequence[str]]) -> list[list[float]]:
-    """``backend.score`` with the chats sent shortest first (batches of similar length pad less), results in order."""
-    order = sorted(range(len(chats)), key=lambda i: sum(len(m["content"]) for m in chats[i]) + len(continuations[i][0]))
+def score_by_length(backend: Any, chats: Sequence[Any],
+                    continuations: Sequence[Sequence[str]]) -> list[list[float]]:
+    """``backend.score`` with the chats sent shortest first (batches of similar length pad less), results in
+    order."""
+    order = sorted(range(len(chats)),
+                   key=lambda i: sum(len(m["content"]) for m in chats[i]) + len(continuations[i][0]))
     scores = backend.score([chats[i] for i in order], [continuations[i] for i in order]) if chats else []
     out: list[list[float]] = [[] for _ in chats]
     for k, i in enumerate(order):
@@ -80,7 +83,8 @@ def logprob_id(answer_id: str, scorer: str, scorer_kind: str) -> str:
     return make_id("eval-logprob", answer_id, scorer, scorer_kind)
 
 
-def logprob_records(items: Sequence[tuple[str, CompletionRecord]], backend: Any, seed: int) -> list[EvalJudgement]:
+def logprob_records(items: Sequence[tuple[str, CompletionRecord]], backend: Any,
+                    seed: int) -> list[EvalJudgement]:
     """The summed log-prob of each ``(model name, answer)`` under ``backend``, in one batched score call.
 
     An empty answer has log-prob 0 (nothing to score).

@@ -46,12 +46,14 @@ def _checkpoint_order(path: Path) -> tuple[int, str]:
 
 
 def find_curve_file(path: Path) -> Path:
-    """The curve file itself, or the first of :data:`CURVE_FILES` inside a folder (searched one level down too)."""
+    """The curve file itself, or the first of :data:`CURVE_FILES` inside a folder (searched one level down
+    too)."""
     if path.is_file():
         return path
     if path.is_dir():
         for name in CURVE_FILES:
-            hits = [path / name] if (path / name).is_file() else sorted(path.glob(f"*/{name}"), key=_checkpoint_order)
+            hits = ([path / name] if (path / name).is_file()
+                    else sorted(path.glob(f"*/{name}"), key=_checkpoint_order))
             if hits:
                 return hits[-1]
     raise CaiError(f"curves {path}: no {' or '.join(CURVE_FILES)} there",
@@ -68,7 +70,8 @@ def load_curve(path: str | Path) -> list[dict[str, float]]:
             data = json.loads(p.read_text(encoding="utf-8"))
             rows = data.get("log_history", []) if isinstance(data, dict) else []
     except (OSError, ValueError) as exc:
-        raise CaiError(f"curves {p}: cannot read it: {exc}", hint="pass a metrics.jsonl or trainer_state.json") from None
+        raise CaiError(f"curves {p}: cannot read it: {exc}",
+                       hint="pass a metrics.jsonl or trainer_state.json") from None
     return numeric_rows(rows)
 
 
@@ -80,9 +83,11 @@ def load_audit(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CaiError(f"audit {p}: cannot read it: {exc}", hint="pass the audit.json of `cai audit labeler`") from None
+        raise CaiError(f"audit {p}: cannot read it: {exc}",
+                       hint="pass the audit.json of `cai audit labeler`") from None
     if not isinstance(data, dict) or "reliability" not in data:
-        raise CaiError(f"audit {p}: not an audit (no 'reliability' field)", hint="pass the audit.json of `cai audit labeler`")
+        raise CaiError(f"audit {p}: not an audit (no 'reliability' field)",
+                       hint="pass the audit.json of `cai audit labeler`")
     return data
 
 
@@ -93,9 +98,11 @@ def _read_json(path: str | Path, what: str, command: str) -> tuple[Path, dict[st
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CaiError(f"{what} {p}: cannot read it: {exc}", hint=f"pass the audit.json of `{command}`") from None
+        raise CaiError(f"{what} {p}: cannot read it: {exc}",
+                       hint=f"pass the audit.json of `{command}`") from None
     if not isinstance(data, dict):
-        raise CaiError(f"{what} {p}: not an audit (a JSON object expected)", hint=f"pass the audit.json of `{command}`")
+        raise CaiError(f"{what} {p}: not an audit (a JSON object expected)",
+                       hint=f"pass the audit.json of `{command}`")
     return p, data
 
 
@@ -110,7 +117,8 @@ def load_judge_audit(path: str | Path) -> dict[str, Any]:
     if data.get("kind") != "judge":
         raise CaiError(f"judge_audit {p}: kind: expected 'judge', got {data.get('kind')!r}", hint=hint)
     acc = data.get("accuracy")
-    if not isinstance(acc, dict) or not all(isinstance(acc.get(k), (int, float)) for k in ("rate", "lo", "hi", "n")):
+    if not isinstance(acc, dict) or not all(isinstance(acc.get(k), (int, float))
+                                            for k in ("rate", "lo", "hi", "n")):
         raise CaiError(f"judge_audit {p}: accuracy: expected {{k, n, rate, lo, hi}}", hint=hint)
     return {**data, "path": str(p)}
 
@@ -178,8 +186,10 @@ def training_example(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "other", {k: _clip(v, 300) for k, v in list(row.items())[:6]}
 
 
-def load_training_sample(name: str, path: str | Path, seed: int = 0, k: int = TRAINING_EXAMPLES) -> dict[str, Any]:
-    """A seeded sample of ``k`` rows of one training data file (SFT rows or preference pairs), and its size."""
+def load_training_sample(name: str, path: str | Path, seed: int = 0,
+                         k: int = TRAINING_EXAMPLES) -> dict[str, Any]:
+    """A seeded sample of ``k`` rows of one training data file (SFT rows or preference pairs), and its
+    size."""
     import random
 
     from cai.core.records import make_id
@@ -189,7 +199,8 @@ def load_training_sample(name: str, path: str | Path, seed: int = 0, k: int = TR
         lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
     except OSError as exc:
         raise CaiError(f"training_data {name}: {p}: cannot read it: {exc.strerror or exc}",
-                       hint="pass the SFT JSONL (critique/sft.jsonl) or the preferences JSONL of the run") from None
+                       hint="pass the SFT JSONL (critique/sft.jsonl) or the preferences JSONL of the "
+                            "run") from None
     rng = random.Random(make_id("eval-training-sample", seed, name))
     picks = sorted(rng.sample(range(len(lines)), min(k, len(lines))))
     kinds, examples = [], []

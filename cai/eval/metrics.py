@@ -98,7 +98,8 @@ def fit_length_glm(y, u, ridge: float = LC_RIDGE, steps: int = 100):
     return a, b
 
 
-def length_controlled_win_rate(p_wins: Sequence[float], len_diff: Sequence[float], ridge: float = LC_RIDGE) -> float:
+def length_controlled_win_rate(p_wins: Sequence[float], len_diff: Sequence[float],
+                               ridge: float = LC_RIDGE) -> float:
     """Win rate with the length effect regressed out, in AlpacaEval 2's form.
 
     Fits ``p(win) = sigmoid(a + b * tanh(d / sd(d)))`` (``d``: model minus baseline
@@ -187,7 +188,8 @@ def boilerplate(answers: Sequence[str], n: int = 6, min_share: float = 0.2, top:
     ``min_share`` of the answers (and in at least 3). Returns the share of answers
     containing any boilerplate phrase, and the most common phrases.
 
-    >>> answers = ["I cannot help with that but here is a safe alternative for you"] * 3 + ["Paris is the capital"]
+    >>> answers = (["I cannot help with that but here is a safe alternative for you"] * 3
+    ...            + ["Paris is the capital"])
     >>> out = boilerplate(answers)
     >>> out["rate"], out["phrases"][0][1]
     (0.75, 3)
@@ -198,5 +200,5 @@ def boilerplate(answers: Sequence[str], n: int = 6, min_share: float = 0.2, top:
     common = {g for g, c in counts.items() if c >= threshold}
     hit = [bool(gs & common) for gs in grams]
     phrases = [(" ".join(g), c) for g, c in counts.most_common() if g in common][:top]
-    return {"rate": sum(hit) / len(answers) if answers else float("nan"), "phrases": phrases, "n": len(answers),
-            "flags": hit}
+    return {"rate": sum(hit) / len(answers) if answers else float("nan"), "phrases": phrases,
+            "n": len(answers), "flags": hit}

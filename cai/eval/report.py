@@ -31,7 +31,8 @@ IMAGE_CHECK = (
     "for(var j=0;j<i.length;j++){if(i[j].complete&&i[j].naturalWidth>0){k++;}}"
     "document.body.setAttribute('data-images-ok',k);document.body.setAttribute('data-images',i.length);});"
 )
-CURVE_KEYS = ("loss", "reward", "kl", "rewards/margins", "rewards/accuracies", "eval_accuracy", "eval_loss", "entropy")
+CURVE_KEYS = ("loss", "reward", "kl", "rewards/margins", "rewards/accuracies", "eval_accuracy",
+              "eval_loss", "entropy")
 
 
 def fmt(iv: Interval | None) -> str:
@@ -70,20 +71,22 @@ def table_rows(m: ModelEval) -> list[tuple[str, str]]:
     """
     h, o, w, k = m.harm, m.over_refusal, m.helpfulness, m.hacking
     hs, ws = (h.no_signal if h else None), (w.no_signal if w else None)
-    lc = fmt(w.lc_win_rate_interval) if w and w.lc_win_rate_interval else _num(w.lc_win_rate if w else None, ".1%")
+    lc = (fmt(w.lc_win_rate_interval) if w and w.lc_win_rate_interval
+          else _num(w.lc_win_rate if w else None, ".1%"))
     return [
         ("harmful compliance on red-team prompts (judge)", judged(fmt(h.harmful if h else None), hs)),
         ("mean judge p(harmful) on red-team answers", judged(_num(h.mean_p_harmful if h else None), hs)),
         ("refusal on red-team prompts (detector)", fmt(h.refusal if h else None)),
         ("over-refusal: refusal on safe look-alikes (XSTest safe)", fmt(o.safe_refusal if o else None)),
         ("refusal on their unsafe contrasts (XSTest unsafe)", fmt(o.unsafe_refusal if o else None)),
-        (f"win rate vs {w.baseline if w else 'baseline'} (both orders)", judged(fmt(w.win_rate if w else None), ws)),
+        (f"win rate vs {w.baseline if w else 'baseline'} (both orders)",
+         judged(fmt(w.win_rate if w else None), ws)),
         ("length-controlled win rate", judged(lc, ws)),
         ("boilerplate rate", _num(k.boilerplate_rate if k else None, ".1%")),
         ("preference-model score vs length (Pearson r)", _num(k.pm_length_corr if k else None)),
         ("preference model vs judge disagreement",
-         judged(_num(k.pm_judge_disagreement if k else None, ".1%"), hs if k and k.pm_judge_disagreement is not None
-                else None)),
+         judged(_num(k.pm_judge_disagreement if k else None, ".1%"),
+                hs if k and k.pm_judge_disagreement is not None else None)),
         ("KL from reference (nats per answer)", _num(k.kl_from_reference if k else None)),
         ("mean answer length (chars)", _num(m.mean_answer_chars, ".0f")),
     ]
@@ -109,18 +112,20 @@ def to_markdown(summary: EvalSummary) -> str:
                  "`cai/scoring/refusal.py`; harm is judged by the feedback model against the constitution.")
     lines += ["", "## Judges on this run", ""] + [f"- {line}" for line in judge_lines(summary)]
     if summary.comparisons:
-        lines += ["", f"## Before/after against {_md_cell(_baseline(summary))}", "", COMPARISON_LEGEND + ".", "",
-                  "| figure | model | value | change vs baseline [95% CI] | verdict |", "|---|---|---|---|---|"]
+        lines += ["", f"## Before/after against {_md_cell(_baseline(summary))}", "",
+                  COMPARISON_LEGEND + ".", "",
+                  "| figure | model | value | change vs baseline [95% CI] | verdict |",
+                  "|---|---|---|---|---|"]
         for r in comparison_rows(summary):
             verdict = f"**{r['verdict']}**" if r["regression"] else r["verdict"]
-            lines.append(f"| {r['figure']} | {_md_cell(r['model'])} | {_md_cell(r['value'])} | {r['change']} | "
-                         f"{_md_cell(verdict)} |")
+            lines.append(f"| {r['figure']} | {_md_cell(r['model'])} | {_md_cell(r['value'])} | "
+                         f"{r['change']} | {_md_cell(verdict)} |")
     if summary.samples:
         lines += ["", "## Answers side by side", "", SAMPLES_NOTE, ""]
         for k, sp in enumerate(summary.samples, 1):
             label = f", label {sp.label}" if sp.label else ""
-            lines += [f"### {k}. {sp.set}{label} (prompt `{sp.prompt_id[:12].replace('`', '')}`)", "", "Prompt:", "",
-                      *_fenced(_conversation(sp.prompt)), ""]
+            lines += [f"### {k}. {sp.set}{label} (prompt `{sp.prompt_id[:12].replace('`', '')}`)", "",
+                      "Prompt:", "", *_fenced(_conversation(sp.prompt)), ""]
             for a in sp.answers:
                 lines += [f"**{_md_cell(a.model)}**: {answer_note(a)}", "", *_fenced(shown_text(a.text)), ""]
     if summary.training_data:
@@ -138,9 +143,9 @@ def to_markdown(summary: EvalSummary) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-SAMPLES_NOTE = ("A seeded draw of prompts of each set, the baseline's answer first. Beside each answer: the refusal "
-                "detector's verdict and the rule that fired, and the judge's score (p(harmful) on red-team prompts, "
-                "p(win vs the baseline) on benign ones).")
+SAMPLES_NOTE = ("A seeded draw of prompts of each set, the baseline's answer first. Beside each "
+                "answer: the refusal detector's verdict and the rule that fired, and the judge's score "
+                "(p(harmful) on red-team prompts, p(win vs the baseline) on benign ones).")
 
 
 def _baseline(summary: EvalSummary) -> str:
@@ -193,7 +198,8 @@ def shown_text(text: str) -> str:
 def answer_note(a: SampleAnswer) -> str:
     """The refusal detector's verdict (and rule) and the judge's score of one shown answer.
 
-    >>> answer_note(SampleAnswer(model="m", text="", refused=True, rule="empty", score=0.46, score_name="p(harmful)"))
+    >>> answer_note(SampleAnswer(model="m", text="", refused=True, rule="empty", score=0.46,
+    ...                          score_name="p(harmful)"))
     'refused (rule: empty); p(harmful) 0.46'
     >>> answer_note(SampleAnswer(model="m", text="ok", refused=False))
     'complies (no refusal rule fired)'
@@ -226,20 +232,24 @@ def judge_lines(summary: EvalSummary) -> list[str]:
     """How trustworthy each judge was on this run, one plain-text line per judge (harm, refusal, helpfulness).
 
     >>> from cai.eval.schema import JudgeSignal
-    >>> s = EvalSummary(models=[], judges={"harm": JudgeSignal(judge="harm", method="harm-rubric", model="default",
-    ...     n=80, mean=0.462, score_sd=0.0, signal=False, reason="judge scores constant: sd 0.000")})
-    >>> print(judge_lines(s)[0])
-    Harm judge (harm-rubric, model default): p(harmful) of 80 answers has mean 0.462 and sd 0.000; not audited against human labels on this run (run `cai audit judge`, pass --judge-audit). NO SIGNAL: judge scores constant: sd 0.000; its figures print as "no signal".
+    >>> s = EvalSummary(models=[], judges={"harm": JudgeSignal(judge="harm", method="harm-rubric",
+    ...     model="default", n=80, mean=0.462, score_sd=0.0, signal=False,
+    ...     reason="judge scores constant: sd 0.000")})
+    >>> print(judge_lines(s)[0])  # doctest: +NORMALIZE_WHITESPACE
+    Harm judge (harm-rubric, model default): p(harmful) of 80 answers has mean 0.462 and sd 0.000; not audited
+    against human labels on this run (run `cai audit judge`, pass --judge-audit). NO SIGNAL: judge scores
+    constant: sd 0.000; its figures print as "no signal".
     """
     out = []
     if not summary.judges:
-        return ["Judge spread and audits were not recorded (an eval.json from an older cai): treat every judged "
-                "figure as unaudited."]
+        return ["Judge spread and audits were not recorded (an eval.json from an older cai): "
+                "treat every judged figure as unaudited."]
     h = summary.judges.get("harm")
     if h is None:
         out.append("Harm judge: not run (no red-team prompts).")
     else:
-        out.append(_judge_line("Harm judge", "p(harmful)", "answers", h, audit_hint="run `cai audit judge`, pass "
+        out.append(_judge_line("Harm judge", "p(harmful)", "answers", h,
+                               audit_hint="run `cai audit judge`, pass "
                                "--judge-audit"))
     r = summary.judges.get("refusal")
     audit = r.audit if r else None
@@ -249,9 +259,10 @@ def judge_lines(summary: EvalSummary) -> list[str]:
                    f"{_pct(audit.get('accuracy'))}, precision {_pct(audit.get('precision'))}, recall "
                    f"{_pct(audit.get('recall'))}{n}.")
     else:
-        out.append("Refusal detector: documented phrase rules (cai/scoring/refusal.py), not audited on this run "
-                   "(run `cai audit refusal`, pass --refusal-audit). It reads the first 300 characters: it misses "
-                   "late or paraphrased refusals and counts an apologetic answer that complies as a refusal.")
+        out.append("Refusal detector: documented phrase rules (cai/scoring/refusal.py), not "
+                   "audited on this run (run `cai audit refusal`, pass --refusal-audit). It reads the first "
+                   "300 characters: it misses late or paraphrased refusals and counts an apologetic answer "
+                   "that complies as a refusal.")
     w = summary.judges.get("helpfulness")
     if w is None:
         out.append("Helpfulness judge: not run (no benign prompts, or no model besides the baseline).")
@@ -298,14 +309,16 @@ def _judge_note(summary: EvalSummary) -> str:
     '; harm judge: rubric; greedy answers of up to 96 tokens'
     """
     judge, tokens = summary.settings.get("judge"), summary.settings.get("max_new_tokens")
-    return (f"; harm judge: {judge}" if judge else "") + (f"; greedy answers of up to {tokens} tokens" if tokens else "")
+    return ((f"; harm judge: {judge}" if judge else "")
+            + (f"; greedy answers of up to {tokens} tokens" if tokens else ""))
 
 
 def _audit_line(audit: dict[str, Any]) -> str:
     verdict = audit.get("verdict") or ""
     agree = audit.get("agreement", {}).get("both") if isinstance(audit.get("agreement"), dict) else None
     if isinstance(agree, dict) and "rate" in agree:
-        return f"Agreement with human labels (both orders): {100 * agree['rate']:.1f}% [{100 * agree.get('lo', 0):.1f}–{100 * agree.get('hi', 1):.1f}]. {verdict}"
+        return (f"Agreement with human labels (both orders): {100 * agree['rate']:.1f}% "
+                f"[{100 * agree.get('lo', 0):.1f}–{100 * agree.get('hi', 1):.1f}]. {verdict}")
     return str(verdict)
 
 
@@ -326,7 +339,8 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 def spread_overlaps(points: list[tuple[float, float]], radius: float = 0.02, step: float = 0.012,
                     ) -> list[tuple[float, float, int, int]]:
-    """For each point: a small horizontal offset so overlapping points sit side by side, its rank and group size.
+    """For each point: a small horizontal offset so overlapping points sit side by side, its rank and group
+    size.
 
     Points closer than ``radius`` on both axes form a group; a group of ``g`` points is
     spread ``step`` apart around its place (``g == 1``: no offset).
@@ -422,7 +436,8 @@ def plot_curves(curves: dict[str, list[dict[str, float]]]) -> str | None:
 
 
 def plot_reliability(audit: dict[str, Any]) -> str | None:
-    """Reliability diagram from an audit's bins: the labeler's confidence in its pick vs observed agreement."""
+    """Reliability diagram from an audit's bins: the labeler's confidence in its pick vs observed
+    agreement."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -435,7 +450,8 @@ def plot_reliability(audit: dict[str, Any]) -> str | None:
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label="AI labeler")
     for b in bins:
-        ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), fontsize=7, textcoords="offset points", xytext=(3, -9))
+        ax.annotate(str(b["n"]), (b["confidence"], b["accuracy"]), fontsize=7, textcoords="offset points",
+                    xytext=(3, -9))
     ax.set_xlabel("labeler confidence in its pick")
     ax.set_ylabel("observed agreement")
     ece = audit.get("ece")
@@ -460,7 +476,8 @@ def _comparison_html(summary: EvalSummary) -> str:
                                           ("figure", "model", "value", "change", "verdict")) + "</tr>")
     return (f"<h2>Before/after against {html.escape(_baseline(summary))}</h2>"
             f"<p>{html.escape(COMPARISON_LEGEND)}.</p><table id=\"before-after\"><thead><tr><th>figure</th>"
-            "<th>model</th><th>value</th><th>change vs baseline [95% CI]</th><th>verdict</th></tr></thead><tbody>"
+            "<th>model</th><th>value</th><th>change vs baseline [95% "
+            "CI]</th><th>verdict</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
 
 
@@ -469,12 +486,14 @@ def _samples_html(summary: EvalSummary) -> str:
     for k, sp in enumerate(summary.samples, 1):
         label = f", label {sp.label}" if sp.label else ""
         head = "".join(f"<th>{html.escape(a.model)}</th>" for a in sp.answers)
-        cells = "".join(f'<td>{_html_block(shown_text(a.text))}<div class="note">{html.escape(answer_note(a))}'
+        cells = "".join(f'<td>{_html_block(shown_text(a.text))}<div '
+                        f'class="note">{html.escape(answer_note(a))}'
                         "</div></td>" for a in sp.answers)
         parts.append(f'<div class="sample"><h3>{k}. {html.escape(sp.set + label)} '
                      f"<small>(prompt <code>{html.escape(sp.prompt_id[:12])}</code>)</small></h3>"
                      f"{_html_block(_conversation(sp.prompt))}"
-                     f'<table class="side"><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table></div>')
+                     f'<table class="side"><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody>'
+                     "</table></div>")
     return "".join(parts) + "</div>"
 
 
@@ -486,8 +505,10 @@ def _training_html(summary: EvalSummary) -> str:
         for ex in t.examples:
             fields = "".join(f"<p>{f.capitalize()}:</p>{_html_block(str(ex[f]))}"
                              for f in ("completion", "chosen", "rejected") if f in ex)
-            parts.append(f'<div class="sample"><p>Line {ex.get("line")}: {html.escape(training_note(t.kind, ex))}'
-                         f"</p><p>Prompt:</p>{_html_block(_conversation(ex.get('prompt') or []))}{fields}</div>")
+            parts.append(f'<div class="sample"><p>Line {ex.get("line")}: '
+                         f'{html.escape(training_note(t.kind, ex))}'
+                         f"</p><p>Prompt:</p>{_html_block(_conversation(ex.get('prompt') or []))}"
+                         f"{fields}</div>")
     return "".join(parts) + "</div>"
 
 
@@ -503,16 +524,19 @@ def to_html(summary: EvalSummary) -> str:
         return f'<span class="nosignal">{text}</span>' if v.startswith("no signal") else text
 
     body = "".join(
-        "<tr><td>" + html.escape(label) + "</td>" + "".join(f"<td>{cell(r[i][1])}</td>" for r in rows) + "</tr>"
+        "<tr><td>" + html.escape(label) + "</td>"
+        + "".join(f"<td>{cell(r[i][1])}</td>" for r in rows) + "</tr>"
         for i, (label, _) in enumerate(rows[0] if rows else [])
     )
     plots = [
         ("harm-vs-overrefusal", "Harm vs over-refusal", plot_harm_vs_overrefusal(summary)),
         ("training-curves", "Training curves", plot_curves(summary.curves) if summary.curves else None),
-        ("reliability", "AI labeler reliability", plot_reliability(summary.labeler_audit) if summary.labeler_audit else None),
+        ("reliability", "AI labeler reliability",
+         plot_reliability(summary.labeler_audit) if summary.labeler_audit else None),
     ]
     figures = "".join(
-        f'<figure id="{pid}"><figcaption>{title}</figcaption><img alt="{title}" src="data:image/png;base64,{data}"></figure>'
+        f'<figure id="{pid}"><figcaption>{title}</figcaption><img alt="{title}" '
+        f'src="data:image/png;base64,{data}"></figure>'
         for pid, title, data in plots if data
     )
     const = ""
@@ -548,7 +572,8 @@ img {{ max-width: 100%; }}
 <h1>cai evaluation</h1>
 {const}
 <table id="summary"><thead><tr><th>figure</th>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>Intervals are 95% Wilson intervals. Refusals: documented phrase rules (<code>cai/scoring/refusal.py</code>).
+<p>Intervals are 95% Wilson intervals. Refusals: documented phrase rules \
+(<code>cai/scoring/refusal.py</code>).
 Harm: judged by the feedback model against the constitution.</p>
 {judges}
 {compared}

@@ -13,7 +13,8 @@ Output folder::
     answers/<model>.jsonl      CompletionRecord per prompt (all sets), appended as they are made
     judgements/<model>.jsonl   EvalJudgement lines: harm-*, helpfulness, logprob, pm-score
     eval.json                  EvalSummary: figures, judges' signal, comparisons vs the baseline, samples
-    report.md, report.html     the tables, the judges on this run, answers side by side; the HTML has the plots
+    report.md, report.html     the tables, the judges on this run, answers side by side; the HTML has
+                               the plots
 
 Every JSONL file is filled through :func:`cai.core.resume.fill_jsonl` (progress bar on
 stderr, one line appended per result, Ctrl-C keeps what is done). After the work, the
@@ -40,11 +41,13 @@ from cai.eval.spec import EvalModel, EvalSpec
 log = logging.getLogger(__name__)
 
 CHUNK = 64  # items per judge call (results are saved after each)
-LOGPROB_CHUNK = 8  # answers per log-prob call: the forward pass still holds [answers, answer tokens, vocab] logits
+# answers per log-prob call: the forward pass still holds [answers, answer tokens, vocab] logits
+LOGPROB_CHUNK = 8
 
 
 class BackendPool:
-    """Backends built on first use from their :class:`~cai.backends.spec.BackendSpec`, cached by ``spec.key()``.
+    """Backends built on first use from their :class:`~cai.backends.spec.BackendSpec`, cached by
+    ``spec.key()``.
 
     Two specs with one key are one loaded model (a judge that is also a policy is loaded
     once, with the batch size of whichever asked first).
@@ -116,7 +119,8 @@ class Context:
     prompts: list[Any]
     pool: BackendPool
     timings: dict[str, float] = field(default_factory=dict)
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> prompt key -> CompletionRecord
+    # model -> prompt key -> CompletionRecord
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
     logp_own: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
     logp_ref: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
     harm: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
@@ -134,13 +138,14 @@ class Context:
     def key(self, m: EvalModel) -> BackendSpec:
         """The backend spec of a model to evaluate."""
         s = self.spec
-        return BackendSpec(name=m.model, backend=m.backend, base_url=list(m.base_urls), api_key_env=s.api_key_env,
-                           batch_size=s.batch_size, device=s.device, dtype=s.dtype)
+        return BackendSpec(name=m.model, backend=m.backend, base_url=list(m.base_urls),
+                           api_key_env=s.api_key_env, batch_size=s.batch_size, device=s.device, dtype=s.dtype)
 
     def fkey(self) -> BackendSpec:
         """The backend spec of the feedback (judge) model."""
         s = self.spec
-        return BackendSpec(name=s.feedback_model, backend=s.feedback_backend, base_url=list(s.feedback_base_urls),
+        return BackendSpec(name=s.feedback_model, backend=s.feedback_backend,
+                           base_url=list(s.feedback_base_urls),
                            api_key_env=s.api_key_env, batch_size=s.feedback_batch_size, device=s.device,
                            dtype=s.dtype)
 
@@ -169,12 +174,15 @@ def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     const = load_constitution(spec.constitution)
-    curves = {name: load_curve(p) for name, p in spec.curves.items()}  # read every input before any model work
+    # read every input before any model work
+    curves = {name: load_curve(p) for name, p in spec.curves.items()}
     audit = load_audit(spec.audit) if spec.audit else None
     judge_audit = load_judge_audit(spec.judge_audit) if spec.judge_audit else None
     refusal_audit = load_refusal_audit(spec.refusal_audit) if spec.refusal_audit else None
-    training = [TrainingSample(**load_training_sample(name, p, spec.seed)) for name, p in spec.training_data.items()]
-    sets = load_sets({"redteam": spec.redteam, "lookalike": spec.lookalike, "benign": spec.benign}, spec.limit)
+    training = [TrainingSample(**load_training_sample(name, p, spec.seed))
+                for name, p in spec.training_data.items()]
+    sets = (load_sets({"redteam": spec.redteam, "lookalike": spec.lookalike, "benign": spec.benign},
+                      spec.limit))
     ctx = Context(spec, out, const, sets, unique_prompts(sets), BackendPool())
     answer_stage(ctx)
     judge_stage(ctx)
@@ -183,8 +191,9 @@ def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
             pm_stage(ctx)
     summary = EvalSummary(constitution=const.ref(), feedback_model=spec.feedback_model,
                           settings={**spec.model_dump(mode="json"), "last_run_timings_s": ctx.timings},
-                          models=[model_eval(ctx, m) for m in spec.models], curves=curves, labeler_audit=audit,
-                          baseline=ctx.base, judges=judge_signals(ctx, judge_audit, refusal_audit),
+                          models=[model_eval(ctx, m) for m in spec.models], curves=curves,
+                          labeler_audit=audit, baseline=ctx.base,
+                          judges=judge_signals(ctx, judge_audit, refusal_audit),
                           training_data=training, samples=samples(ctx))
     mark_no_signal(summary)
     summary.comparisons = comparisons(ctx, summary)
@@ -211,8 +220,8 @@ def judge_signals(ctx: Context, judge_audit: dict[str, Any] | None,
         text = {a.id: a.completion[0].content for answers in ctx.answers.values() for a in answers.values()}
         judged = [j for js in ctx.helpful.values() for j in js.values()]
         differ = [j for j in judged if text.get(j.answer_id) != text.get(j.other_answer_id)]
-        out["helpfulness"] = judge_signal("helpfulness", differ, model=model, method="helpfulness").model_copy(
-            update={"identical_pairs": len(judged) - len(differ)})
+        out["helpfulness"] = (judge_signal("helpfulness", differ, model=model, method="helpfulness")
+                              .model_copy(update={"identical_pairs": len(judged) - len(differ)}))
     if ctx.sets.get("redteam") or ctx.sets.get("lookalike"):
         out["refusal"] = refusal_signal(refusal_audit)
     return out
@@ -238,13 +247,14 @@ def observations(ctx: Context, name: str) -> dict[str, dict[str, Any]]:
         redteam=[mine[p.key()] for p in ctx.sets.get("redteam", [])],
         lookalike=[mine[p.key()] for p in ctx.sets.get("lookalike", []) if p.metadata.get("label") == "safe"],
         benign=[mine[p.key()] for p in benign], baseline_benign=[base[p.key()] for p in benign],
-        everything=[mine[p.key()] for p in ctx.prompts], harm=ctx.harm.get(name), helpful=ctx.helpful.get(name),
-        logp_own=ctx.logp_own.get(name), logp_ref=ctx.logp_ref.get(name),
+        everything=[mine[p.key()] for p in ctx.prompts], harm=ctx.harm.get(name),
+        helpful=ctx.helpful.get(name), logp_own=ctx.logp_own.get(name), logp_ref=ctx.logp_ref.get(name),
     )
 
 
 def comparisons(ctx: Context, summary: EvalSummary) -> list[Any]:
-    """Every figure of every model against the baseline, paired over the prompts (:func:`cai.eval.compare.compare`)."""
+    """Every figure of every model against the baseline, paired over the prompts
+    (:func:`cai.eval.compare.compare`)."""
     from cai.eval.compare import compare
 
     return compare(summary, {m.name: observations(ctx, m.name) for m in ctx.spec.models}, seed=ctx.spec.seed)
@@ -274,17 +284,19 @@ def answer_stage(ctx: Context) -> None:
         with stage(f"answers {m.name}", ctx.timings):
             ctx.answers[m.name] = answer_prompts(ctx.prompts, ctx.apath(m.name), m.model, m.backend,
                                                  lambda key=key: pool.get(key), params,
-                                                 system_prompt=spec.system_prompt, constitution=ctx.const.ref(),
-                                                 chunk=spec.batch_size, desc=f"answers {m.name}")
+                                                 system_prompt=spec.system_prompt,
+                                                 constitution=ctx.const.ref(), chunk=spec.batch_size,
+                                                 desc=f"answers {m.name}")
         if need_kl and m.name != ctx.base:
             with stage(f"log-probs {m.name} (policy)", ctx.timings):
-                ctx.logp_own[m.name] = _logprobs(m.name, m, key, ctx.answers[m.name], ctx.jpath(m.name), pool, spec)
+                ctx.logp_own[m.name] = _logprobs(m.name, m, key, ctx.answers[m.name],
+                                                 ctx.jpath(m.name), pool, spec)
         if key.key() not in keep:
             pool.release(key)
     for m in models[1:]:
         with stage(f"log-probs {m.name} (reference)", ctx.timings):
-            ctx.logp_ref[m.name] = _logprobs(m.name, models[0], base_key, ctx.answers[m.name], ctx.jpath(m.name),
-                                             pool, spec)
+            ctx.logp_ref[m.name] = _logprobs(m.name, models[0], base_key, ctx.answers[m.name],
+                                             ctx.jpath(m.name), pool, spec)
     if base_key.key() != ctx.fkey().key():
         pool.release(base_key)
 
@@ -321,7 +333,8 @@ def judge_stage(ctx: Context) -> None:
             with stage(f"harm judge {m.name}", ctx.timings):
                 ctx.harm[m.name] = by_answer(fill(
                     ctx.jpath(m.name), items,
-                    lambda it: judging.judgement_id(kind, it[1], None, fmodel, fkind, const, spec.seed, spec.few_shot),
+                    lambda it: judging.judgement_id(kind, it[1], None, fmodel, fkind, const, spec.seed,
+                                                    spec.few_shot),
                     harm_compute, desc=f"harm judge {m.name}", make=feedback))
         if m.name != ctx.base and ctx.sets.get("benign"):
             base = ctx.answers[ctx.base]
@@ -329,8 +342,10 @@ def judge_stage(ctx: Context) -> None:
             with stage(f"helpfulness judge {m.name}", ctx.timings):
                 ctx.helpful[m.name] = by_answer(fill(
                     ctx.jpath(m.name), pairs,
-                    lambda it: judging.judgement_id("helpfulness", it[1], it[2], fmodel, fkind, const, spec.seed),
-                    lambda chunk: judging.pairwise_judgements(chunk, reader(False), const, spec.seed, "helpfulness"),
+                    lambda it: judging.judgement_id("helpfulness", it[1], it[2], fmodel, fkind,
+                                                    const, spec.seed),
+                    lambda chunk: judging.pairwise_judgements(chunk, reader(False), const, spec.seed,
+                                                              "helpfulness"),
                     desc=f"helpfulness judge {m.name}", make=feedback))
     ctx.pool.release(fkey)
 
@@ -354,7 +369,8 @@ def pm_stage(ctx: Context) -> None:
         items = [(m.name, r) for r in ctx.answers[m.name].values()]
         ctx.pm[m.name] = by_answer(fill(
             ctx.jpath(m.name), items, lambda it: hacking.pm_id(it[1].id, str(spec.preference_model)),
-            lambda chunk: hacking.pm_records(chunk, pm(), spec.seed), desc=f"preference model {m.name}", make=pm))
+            lambda chunk: hacking.pm_records(chunk, pm(), spec.seed),
+            desc=f"preference model {m.name}", make=pm))
 
 
 def model_eval(ctx: Context, m: Any) -> Any:
@@ -373,10 +389,12 @@ def model_eval(ctx: Context, m: Any) -> Any:
     return ModelEval(
         name=m.name, model=m.model,
         harm=agg.harm_eval(red, ctx.harm.get(m.name)),
-        over_refusal=agg.over_refusal_eval([mine[p.key()] for p in look], [p.metadata["label"] for p in look]),
+        over_refusal=agg.over_refusal_eval([mine[p.key()] for p in look],
+                                           [p.metadata["label"] for p in look]),
         helpfulness=helpful,
-        hacking=agg.hacking_eval(everything, pm=ctx.pm.get(m.name), harm_answers=red, harm=ctx.harm.get(m.name),
-                                 logp_policy=ctx.logp_own.get(m.name), logp_ref=ctx.logp_ref.get(m.name)),
+        hacking=agg.hacking_eval(everything, pm=ctx.pm.get(m.name), harm_answers=red,
+                                 harm=ctx.harm.get(m.name), logp_policy=ctx.logp_own.get(m.name),
+                                 logp_ref=ctx.logp_ref.get(m.name)),
         mean_answer_chars=sum(len(a.completion[0].content) for a in everything) / len(everything),
         answers={"answers": str(ctx.apath(m.name)), "judgements": str(ctx.jpath(m.name))},
     )
@@ -384,7 +402,8 @@ def model_eval(ctx: Context, m: Any) -> Any:
 
 def _logprobs(name: str, scorer: Any, key: BackendSpec, answers: dict[str, Any], path: Path,
               pool: BackendPool, spec: EvalSpec) -> dict[str, EvalJudgement] | None:
-    """Log-probs of a model's answers under ``scorer`` (answer id -> line); None if the backend cannot score."""
+    """Log-probs of a model's answers under ``scorer`` (answer id -> line); None if the backend cannot
+    score."""
     from cai.backends.protocol import ScoringUnsupported
     from cai.eval.hacking import logprob_id, logprob_records
 

@@ -62,9 +62,11 @@ def sample_prompts(
     >>> p = PromptRecord(prompt="How do I pick a lock?")
     >>> def ans(text):
     ...     return CompletionRecord(id=text[:3], prompt_id=p.key(), prompt=p.messages(),
-    ...         completion=[Message(role="assistant", content=text)], finish_reason="stop", provenance=Provenance())
+    ...         completion=[Message(role="assistant", content=text)], finish_reason="stop",
+    ...         provenance=Provenance())
     >>> out = sample_prompts({"redteam": [p]}, {"base": {p.key(): ans("Sure, first...")},
-    ...                      "dpo": {p.key(): ans("I can't help with that.")}}, ["dpo", "base"], baseline="base")
+    ...                      "dpo": {p.key(): ans("I can't help with that.")}}, ["dpo", "base"],
+    ...                      baseline="base")
     >>> [(a.model, a.refused, a.rule) for a in out[0].answers]
     [('base', False, None), ('dpo', True, 'cannot')]
     """
@@ -86,8 +88,9 @@ def sample_prompts(
                     score, score_name = harm[m][a.id].value, "p(harmful)"
                 elif name == "benign" and helpful and a.id in helpful.get(m, {}):
                     score, score_name = helpful[m][a.id].value, f"p(win vs {baseline})"
-                shown.append(SampleAnswer(model=m, text=clip(text), refused=v.refused, rule=v.rule, score=score,
-                                          score_name=score_name))
+                shown.append(SampleAnswer(model=m, text=clip(text), refused=v.refused, rule=v.rule,
+                                          score=score, score_name=score_name))
             out.append(SamplePrompt(set=name, prompt_id=p.key(), label=p.metadata.get("label"), answers=shown,
-                                    prompt=[{"role": msg.role, "content": clip(msg.content)} for msg in p.messages()]))
+                                    prompt=[{"role": msg.role, "content": clip(msg.content)}
+                                            for msg in p.messages()]))
     return out

@@ -53,7 +53,8 @@ class HarmEval(BaseModel):
     mean_p_harmful: float | None = None
     refusal: Interval  # transparent refusal detector
     judge_failures: int = 0
-    no_signal: str | None = None  # why the harm judge showed no signal on this run (its figures print as that)
+    # why the harm judge showed no signal on this run (its figures print as that)
+    no_signal: str | None = None
 
 
 class OverRefusalEval(BaseModel):

@@ -1,4 +1,5 @@
-"""What to evaluate: the :class:`EvalSpec` that ``cai eval`` (options or ``--spec FILE``) and ``cai run`` build.
+"""What to evaluate: the :class:`EvalSpec` that ``cai eval`` (options or ``--spec FILE``) and ``cai run``
+build.
 
 A spec names the models (each a name and a model path, hub id or ``default``),
 the baseline the win rate and the KL are measured against, the feedback model
@@ -7,7 +8,8 @@ curves, the labeler audit, the judge and refusal-detector audits, a sample of th
 training data, how many prompts per set to show side by side). It is plain data:
 :func:`cai.eval.run.evaluate` does the work.
 
->>> spec = EvalSpec(models=[EvalModel(name="base", model="default"), EvalModel(name="dpo", model="runs/x/dpo")],
+>>> spec = EvalSpec(models=[EvalModel(name="base", model="default"),
+...                         EvalModel(name="dpo", model="runs/x/dpo")],
 ...                 redteam="examples/prompts/redteam.jsonl")
 >>> spec.baseline_name(), spec.judge, spec.max_new_tokens, spec.samples
 ('base', 'rubric', 128, 4)
@@ -67,7 +69,8 @@ class EvalSpec(BaseModel):
     # generation
     max_new_tokens: int = Field(128, ge=1, le=32768)
     seed: int = 0
-    batch_size: int = Field(64, ge=1)  # hf: sequences per forward pass while answering (64: 1.6x faster than 16 on CPU)
+    # hf: sequences per forward pass while answering (64: 1.6x faster than 16 on CPU)
+    batch_size: int = Field(64, ge=1)
     feedback_batch_size: int = Field(8, ge=1)  # hf: judge chats per forward pass
     device: str | None = None
     dtype: str | None = None
@@ -78,7 +81,8 @@ class EvalSpec(BaseModel):
     judge_audit: Path | None = None  # audit.json from `cai audit judge`: the harm judge against human labels
     refusal_audit: Path | None = None  # audit.json from `cai audit refusal`: the refusal detector's accuracy
     samples: int = Field(4, ge=0)  # prompts per set shown side by side in the report (seeded draw)
-    training_data: dict[str, Path] = Field(default_factory=dict)  # e.g. {sft: critique/sft.jsonl, preferences: ...}
+    # e.g. {sft: critique/sft.jsonl, preferences: ...}
+    training_data: dict[str, Path] = Field(default_factory=dict)
 
     @field_validator("constitution", mode="before")
     @classmethod
@@ -151,7 +155,8 @@ def load_spec(path: str | Path) -> EvalSpec:
     source = str(p)
     data, lines = parse_yaml(read_source(p, source), source)
     if not isinstance(data, dict):
-        raise CaiError(f"{source}:1: an eval spec is a mapping", hint="write `models: [...]` and the other keys")
+        raise CaiError(f"{source}:1: an eval spec is a mapping",
+                       hint="write `models: [...]` and the other keys")
     try:
         return EvalSpec.model_validate(data)
     except ValidationError as exc:

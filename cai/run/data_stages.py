@@ -79,7 +79,8 @@ def split_stage(recipe: Recipe) -> Stage:
     spec = recipe.prompts
 
     def fingerprint(ctx: RunContext) -> Any:
-        files = {"redteam": [file_digest(p) for p in spec.redteam], "helpful": [file_digest(p) for p in spec.helpful]}
+        files = {"redteam": [file_digest(p) for p in spec.redteam],
+                 "helpful": [file_digest(p) for p in spec.helpful]}
         return {"prompts": spec.model_dump(mode="json", exclude={"redteam", "helpful"}), "files": files}
 
     def run(ctx: RunContext) -> dict[str, Any]:
@@ -91,7 +92,8 @@ def split_stage(recipe: Recipe) -> Stage:
         red_train, red_eval = split_prompts(red, spec.eval_fraction, spec.seed)
         help_train, help_eval = split_prompts(helpful, spec.eval_fraction, spec.seed)
         parts = {"train_redteam": red_train[: spec.limit], "eval_redteam": red_eval[: spec.eval_limit],
-                 "train_helpful": help_train[: spec.helpful_limit], "eval_helpful": help_eval[: spec.eval_limit]}
+                 "train_helpful": help_train[: spec.helpful_limit],
+                 "eval_helpful": help_eval[: spec.eval_limit]}
         if not parts["train_redteam"]:
             raise CaiError(f"no red-team prompt left for training after the split of {len(red)} prompt(s)",
                            hint="lower prompts.eval_fraction or add prompts")
@@ -128,10 +130,12 @@ def critique_stage(recipe: Recipe) -> Stage:
                              helpful_pool=_split_prompts(ctx, "train_helpful"), feedback=recipe.feedback())
         if not stats["sft_rows"]:
             raise CaiError(f"critique: no clean revision or answer for the SFT set ({out / 'stats.json'})",
-                           hint="raise critique.max_new_tokens (answers cut short are left out) or add prompts")
+                           hint="raise critique.max_new_tokens (answers cut short are left out) "
+                                "or add prompts")
         check_survivors(stats, spec.min_sft_fraction, out / "stats.json")
         return {"sft": ctx.rel(out / SFT_FILE), "revisions": ctx.rel(out / REVISIONS_FILE),
-                "sft_rows": stats["sft_rows"], "revised_pct": stats["revised_pct"], "flagged_pct": stats["flagged_pct"]}
+                "sft_rows": stats["sft_rows"], "revised_pct": stats["revised_pct"],
+                "flagged_pct": stats["flagged_pct"]}
 
     return Stage("critique", ("split",), fingerprint, run)
 
@@ -139,23 +143,30 @@ def critique_stage(recipe: Recipe) -> Stage:
 def check_survivors(stats: dict[str, Any], min_fraction: float, where: Path) -> None:
     """Stop before training when the gates left (nearly) no red-team trace to train on, saying why.
 
-    >>> check_survivors({"revision_records": 40, "sft_revision_rows": 12, "sft_initial_rows": 0}, 0.1, Path("s"))
+    >>> check_survivors({"revision_records": 40, "sft_revision_rows": 12, "sft_initial_rows": 0},
+    ...                 0.1, Path("s"))
     >>> check_survivors({"revision_records": 40, "sft_revision_rows": 2, "sft_initial_rows": 0,
-    ...                  "left_out_why": {"off-topic": 30, "truncated": 8}}, 0.1, Path("s.json"))
+    ...                  "left_out_why": {"off-topic": 30, "truncated": 8}}, 0.1,
+    ...                 Path("s.json"))  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    cai.core.errors.CaiError: critique: only 2 of 40 red-team trace(s) passed the gates (5%, below the 10% asked; left out: off-topic 30, truncated 8; see s.json): training would teach almost nothing (fix: set critique.sft_source: initial (context distillation) or best, use a larger model, or lower critique.min_sft_fraction)
+    cai.core.errors.CaiError: critique: only 2 of 40 red-team trace(s) passed the gates (5%, below the 10%
+    asked; left out: off-topic 30, truncated 8; see s.json): training would teach almost nothing (fix: set
+    critique.sft_source: initial (context distillation) or best, use a larger model, or lower
+    critique.min_sft_fraction)
     """
     total = stats.get("revision_records", 0)
     kept = stats.get("sft_revision_rows", 0) + stats.get("sft_initial_rows", 0)
     if not total or kept >= min_fraction * total:
         return
-    why = ", ".join(f"{k} {v}" for k, v in sorted((stats.get("left_out_why") or {}).items(), key=lambda kv: -kv[1]))
-    raise CaiError(f"critique: only {kept} of {total} red-team trace(s) passed the gates ({kept / total:.0%}, "
-                   f"below the {min_fraction:.0%} asked; left out: {why or 'see the stats'}; see {where}): "
+    why = ", ".join(f"{k} {v}"
+                    for k, v in sorted((stats.get("left_out_why") or {}).items(), key=lambda kv: -kv[1]))
+    raise CaiError(f"critique: only {kept} of {total} red-team trace(s) passed the gates "
+                   f"({kept / total:.0%}, below the {min_fraction:.0%} asked; left out: "
+                   f"{why or 'see the stats'}; see {where}): "
                    "training would teach almost nothing",
-                   hint="set critique.sft_source: initial (context distillation) or best, use a larger model, or "
-                        "lower critique.min_sft_fraction")
+                   hint="set critique.sft_source: initial (context distillation) or best, use a "
+                        "larger model, or lower critique.min_sft_fraction")
 
 
 def answers_stage(recipe: Recipe) -> Stage:
@@ -171,9 +182,10 @@ def answers_stage(recipe: Recipe) -> Stage:
         from cai.stages.generate import GenerateConfig, run_generate
 
         out, const = ctx.dir("answers"), recipe_constitution(recipe)
-        records = _split_prompts(ctx, "train_redteam") + (_split_prompts(ctx, "train_helpful") if spec.helpful else [])
-        params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature, top_p=spec.top_p,
-                                n=spec.k, seed=recipe.prompts.seed)
+        records = (_split_prompts(ctx, "train_redteam")
+                   + (_split_prompts(ctx, "train_helpful") if spec.helpful else []))
+        params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
+                                top_p=spec.top_p, n=spec.k, seed=recipe.prompts.seed)
         system = (const.system_prompt or None) if spec.system_prompt else None
         model = recipe.model.for_model(ctx.output("sft", "model")) if spec.source == "sft" else recipe.model
         path = out / "candidates.jsonl"
@@ -188,8 +200,10 @@ def label_stage(recipe: Recipe) -> Stage:
     spec = recipe.label
 
     def fingerprint(ctx: RunContext) -> Any:
-        return {"label": spec.model_dump(mode="json", exclude={"human", "pairs_per_call", "feedback_batch_size"}),
-                "feedback_model": recipe.feedback().identity(), "constitution": recipe_constitution(recipe).hash,
+        return {"label": spec.model_dump(mode="json",
+                                         exclude={"human", "pairs_per_call", "feedback_batch_size"}),
+                "feedback_model": recipe.feedback().identity(),
+                "constitution": recipe_constitution(recipe).hash,
                 "human": [file_digest(p) for p in spec.human],
                 **({"labeler_audit": file_digest(spec.labeler_audit)} if spec.labeler_audit else {})}
 
@@ -199,23 +213,24 @@ def label_stage(recipe: Recipe) -> Stage:
 
         config = spec.stage_config(recipe.prompts.seed)
         humans = read_humans(spec.human, spec.human_weight)
-        pairs, report = pairs_from_candidates(ctx.output("answers", "candidates"), pairing=recipe.answers.pairing)
+        pairs, report = pairs_from_candidates(ctx.output("answers", "candidates"),
+                                              pairing=recipe.answers.pairing)
         feedback = recipe.feedback().with_batch_size(spec.feedback_batch_size)
         audit = None
         if spec.labeler_audit:
             from cai.eval.inputs import load_audit
 
             audit = load_audit(spec.labeler_audit)
-        stats = run_label(pairs, recipe_constitution(recipe), feedback, config, ctx.dir("label"), humans=humans,
-                          extra={"pairing": report.__dict__}, audit=audit)
+        stats = run_label(pairs, recipe_constitution(recipe), feedback, config, ctx.dir("label"),
+                          humans=humans, extra={"pairing": report.__dict__}, audit=audit)
         total = stats["preferences"]["total"]
         if not total:
             raise CaiError(f"label: no preference pair kept ({ctx.dir('label') / 'stats.json'})",
                            hint="lower label.min_confidence, or sample more answers (answers.k)")
         signal = stats.get("signal") or {}
         if not signal.get("signal"):
-            log.warning("label: the AI labels carry no signal (%s): the policy stage will refuse to train on them "
-                        "alone", "; ".join(signal.get("reasons", [])))
+            log.warning("label: the AI labels carry no signal (%s): the policy stage will refuse to "
+                        "train on them alone", "; ".join(signal.get("reasons", [])))
         return {"preferences": ctx.rel(ctx.dir("label") / "preferences.jsonl"), "pairs": len(pairs),
                 "preferences_count": total, "signal": "yes" if signal.get("signal") else "no",
                 "signal_reasons": signal.get("reasons", [])}

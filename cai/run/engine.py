@@ -131,7 +131,8 @@ def select(stages: Sequence[Stage], start: str | None, stop: str | None) -> list
     i = names.index(start) if start else 0
     j = names.index(stop) if stop else len(names) - 1
     if i > j:
-        raise CaiError(f"--from {start} comes after --until {stop}", hint=f"stage order: {' -> '.join(names)}")
+        raise CaiError(f"--from {start} comes after --until {stop}",
+                       hint=f"stage order: {' -> '.join(names)}")
     return names[i : j + 1]
 
 
@@ -157,7 +158,8 @@ def run_pipeline(
         if missing and stage.name in chosen:
             raise CaiError(f"stage {stage.name} needs {', '.join(missing)} first",
                            hint=f"run without --from, or with --from {missing[0]}")
-        key = make_id(stage.name, stage.fingerprint(ctx), [ctx.keys[d] for d in stage.deps]) if not missing else None
+        key = (make_id(stage.name, stage.fingerprint(ctx), [ctx.keys[d] for d in stage.deps])
+               if not missing else None)
         sdir = ctx.dir(stage.name)
         state = read_state(sdir)
         done = state is not None and state.get("key") == key and state.get("status") == "complete"
@@ -168,7 +170,8 @@ def run_pipeline(
             continue
         if done and stage.name not in force:
             ctx.keys[stage.name], ctx.outputs[stage.name] = key, state.get("outputs", {})
-            result = StageResult(stage.name, "skipped", key, state.get("seconds", 0.0), state.get("outputs", {}))
+            result = StageResult(stage.name, "skipped", key, state.get("seconds", 0.0),
+                                 state.get("outputs", {}))
             results.append(result)
             if on_event:
                 on_event("skip", result)
@@ -207,7 +210,8 @@ def plan(
     out: list[StageResult] = []
     for stage in stages:
         missing = [d for d in stage.deps if d not in ctx.keys]
-        key = make_id(stage.name, stage.fingerprint(ctx), [ctx.keys[d] for d in stage.deps]) if not missing else None
+        key = (make_id(stage.name, stage.fingerprint(ctx), [ctx.keys[d] for d in stage.deps])
+               if not missing else None)
         state = read_state(ctx.dir(stage.name))
         done = state is not None and state.get("key") == key and state.get("status") == "complete"
         if stage.name not in chosen:

@@ -35,7 +35,8 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
     models = []
     for name in spec.models:
         if name == "base":
-            models.append(EvalModel(name="base", model=base.name, backend=base.backend, base_urls=list(base.base_url)))
+            models.append(EvalModel(name="base", model=base.name, backend=base.backend,
+                                    base_urls=list(base.base_url)))
         else:
             stage = "sft" if name == "sft" else _trained_stage(recipe)
             models.append(EvalModel(name=name, model=str(ctx.output(stage, "model"))))

@@ -56,7 +56,8 @@ def check_push(recipe: Recipe) -> str:
         return "stage"
     if not recipe.hub.namespace:
         raise CaiError("--push-to-hub needs hub.namespace in the recipe (your user or organisation name)",
-                       hint="add `hub: {namespace: my-org}`, or set HF_HUB_OFFLINE=1 to stage into run_dir/hub/ only")
+                       hint="add `hub: {namespace: my-org}`, or set HF_HUB_OFFLINE=1 to stage into "
+                            "run_dir/hub/ only")
     return "push"
 
 
@@ -70,7 +71,8 @@ class HubItem:
     card: str
 
 
-def card_text(recipe: Recipe, artifact: str, repo_type: str, constitution_yaml: str, stats: dict[str, Any]) -> str:
+def card_text(recipe: Recipe, artifact: str, repo_type: str, constitution_yaml: str,
+              stats: dict[str, Any]) -> str:
     """The README of a pushed repo: what it is, the constitution, the recipe and the stats.
 
     >>> from cai.run.recipe import Recipe
@@ -102,7 +104,8 @@ def _stats(folder: Path, outputs: dict[str, Any]) -> dict[str, Any]:
     return dict(outputs)
 
 
-def hub_items(recipe: Recipe, run_dir: Path, outputs: dict[str, dict[str, Any]], namespace: str) -> list[HubItem]:
+def hub_items(recipe: Recipe, run_dir: Path, outputs: dict[str, dict[str, Any]],
+              namespace: str) -> list[HubItem]:
     """The repos this run would push (artifacts whose stage ran)."""
     const_yaml = recipe_constitution(recipe).to_yaml()
     items = []
@@ -113,7 +116,8 @@ def hub_items(recipe: Recipe, run_dir: Path, outputs: dict[str, dict[str, Any]],
         source = run_dir / outputs[stage][key]
         stats = _stats(source if source.is_dir() else source.parent, outputs[stage])
         repo = f"{namespace}/{recipe.name}-{artifact.replace('_', '-')}"
-        items.append(HubItem(repo, repo_type, source, card_text(recipe, artifact, repo_type, const_yaml, stats)))
+        items.append(HubItem(repo, repo_type, source,
+                             card_text(recipe, artifact, repo_type, const_yaml, stats)))
     return items
 
 
@@ -144,13 +148,15 @@ def stage_item(item: HubItem, hub_dir: Path) -> Path:
     card = item.card
     trained = item.source / "README.md" if item.source.is_dir() else None
     if trained is not None and trained.is_file():  # the trainer's own card: data files, their hashes, metrics
-        card += "\n## Training card\n\n" + trained.read_text(encoding="utf-8").split("\n---\n", 1)[-1].lstrip()
+        card += ("\n## Training card\n\n"
+                 + trained.read_text(encoding="utf-8").split("\n---\n", 1)[-1].lstrip())
     (folder / "README.md").write_text(card, encoding="utf-8")
     return folder
 
 
 def push_to_hub(recipe: Recipe, run_dir: Path, outputs: dict[str, dict[str, Any]], mode: str) -> list[str]:
-    """Stage every artifact in ``run_dir/hub/``; when ``mode == "push"``, upload them. Returns lines to print."""
+    """Stage every artifact in ``run_dir/hub/``; when ``mode == "push"``, upload them. Returns lines to
+    print."""
     namespace = recipe.hub.namespace or "local"
     hub_dir = run_dir / "hub"
     lines = []

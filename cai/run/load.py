@@ -95,15 +95,19 @@ def validate_recipe(data: Any, source: str, lines: dict, base: Path, prefix: tup
     except ValidationError as exc:
         loc, msg, others = error_parts(exc)
         err = located_error(loc, msg, where(source, lines, (*prefix, *loc)), others)
-        raise CaiError(err.message, hint=_fix(exc, loc) or "see examples/recipes/ for valid recipes") from None
+        raise CaiError(err.message,
+                       hint=_fix(exc, loc) or "see examples/recipes/ for valid recipes") from None
 
 
-def load_recipe(path: str | Path, *, run_dir: Path | None = None, variant: str | None = None) -> list[LoadedRecipe]:
-    """The recipe at ``path``, or one per variant (only ``variant`` when given), with their run directories."""
+def load_recipe(path: str | Path, *, run_dir: Path | None = None,
+                variant: str | None = None) -> list[LoadedRecipe]:
+    """The recipe at ``path``, or one per variant (only ``variant`` when given), with their run
+    directories."""
     p = Path(path)
     source = str(path)
     if p.is_dir():
-        raise CaiError(f"{source}: is a directory", hint="give a recipe YAML file, e.g. examples/recipes/quickstart.yaml")
+        raise CaiError(f"{source}: is a directory",
+                       hint="give a recipe YAML file, e.g. examples/recipes/quickstart.yaml")
     data, lines = parse_yaml(read_source(p, source), source)
     base = p.resolve().parent
     recipe = validate_recipe(data, source, lines, base)
@@ -114,13 +118,15 @@ def load_recipe(path: str | Path, *, run_dir: Path | None = None, variant: str |
         return [LoadedRecipe(None, recipe, root, p)]
     names = list(recipe.variants)
     if variant is not None and variant not in names:
-        raise CaiError(f"--variant {variant}: no such variant in {source}", hint=f"use one of: {', '.join(names)}")
+        raise CaiError(f"--variant {variant}: no such variant in {source}",
+                       hint=f"use one of: {', '.join(names)}")
     out = []
     plain = {k: v for k, v in data.items() if k != "variants"}
     for name in names if variant is None else [variant]:
         over = recipe.variants[name]
         if "variants" in over:
-            raise CaiError(f"{where(source, lines, ('variants', name, 'variants'))}: variants.{name}.variants: "
+            raise CaiError(f"{where(source, lines, ('variants', name, 'variants'))}: "
+                           f"variants.{name}.variants: "
                            "variants cannot nest", hint="list every variant at the top level")
         merged = deep_merge(plain, {"name": f"{recipe.name}-{name}", **over})
         vlines = {**lines, **{k[2:]: v for k, v in lines.items() if k[:2] == ("variants", name)}}

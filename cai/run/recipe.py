@@ -7,7 +7,8 @@ human labels) are resolved relative to the recipe file; ``run_dir`` is relative
 to the current directory (default ``runs/<name>``). Loading, line numbers in
 errors and ``variants`` live in :mod:`cai.run.load`.
 
->>> r = Recipe.model_validate({"name": "t", "prompts": {"redteam": ["r.jsonl"]}}, context={"base": Path("/x")})
+>>> r = Recipe.model_validate({"name": "t", "prompts": {"redteam": ["r.jsonl"]}},
+...                           context={"base": Path("/x")})
 >>> r.prompts.redteam, r.policy.method, r.rm is None
 ([PosixPath('/x/r.jsonl')], 'dpo', True)
 """
@@ -80,7 +81,8 @@ class LoraSpec(_Section):
 
 
 class TrainSpec(_Section):
-    """Trainer options shared by every training stage; ``config`` holds the trainer's own keys (TRL's names)."""
+    """Trainer options shared by every training stage; ``config`` holds the trainer's own keys (TRL's
+    names)."""
 
     learning_rate: float | None = None
     max_steps: int | None = None
@@ -123,7 +125,7 @@ class PromptsSpec(_Section):
 
 
 class CritiqueSpec(_Section):
-    rounds: int = Field(2, ge=1, le=32)
+    rounds: int = Field(2, ge=0, le=32)  # 0: initial answers only, for sft_source: initial
     samples_per_prompt: int = Field(1, ge=1)
     no_critique: bool = False
     few_shot: bool = True
@@ -143,11 +145,11 @@ class CritiqueSpec(_Section):
         from cai.stages.critique.loop import CritiqueConfig
         from cai.stages.critique.stage import CritiqueStageConfig
 
-        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                                seed=seed)
+        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=self.top_p, seed=seed)
         loop = CritiqueConfig(rounds=self.rounds, samples_per_prompt=self.samples_per_prompt,
-                              no_critique=self.no_critique, few_shot=self.few_shot, batch_size=self.batch_size,
-                              answer_few_shot=self.answer_few_shot, params=params)
+                              no_critique=self.no_critique, few_shot=self.few_shot,
+                              batch_size=self.batch_size, answer_few_shot=self.answer_few_shot, params=params)
         return CritiqueStageConfig(loop=loop, helpful_ratio=self.helpful_ratio, sft_round=self.sft_round,
                                    sft_source=self.sft_source)
 
@@ -184,10 +186,12 @@ class LabelSpec(_Section):
     pairs_per_call: int = Field(8, ge=1)
     feedback_batch_size: int = Field(8, ge=1)
     keep_ties: bool = False  # exact ties (p_chosen 0.5) are dropped unless kept
-    labeler_audit: RelPath | None = None  # `cai audit labeler` audit.json of this feedback model (signal check)
+    # `cai audit labeler` audit.json of this feedback model (signal check)
+    labeler_audit: RelPath | None = None
 
     def stage_config(self, seed: int) -> LabelStageConfig:
-        """The :class:`~cai.stages.label.stage.LabelStageConfig` of this section (its keys of the same names)."""
+        """The :class:`~cai.stages.label.stage.LabelStageConfig` of this section (its keys of the same
+        names)."""
         from cai.stages.label.stage import LabelStageConfig
 
         keys = set(LabelStageConfig.model_fields) & set(type(self).model_fields)
@@ -205,7 +209,8 @@ class RMSpec(_Section):
 
 
 class PolicySpec(_Section):
-    """The last training step: DPO on the labels, or online RL (PPO/RLOO/GRPO) against a reward; ``none`` skips."""
+    """The last training step: DPO on the labels, or online RL (PPO/RLOO/GRPO) against a reward; ``none``
+    skips."""
 
     method: Literal["dpo", "ppo", "rloo", "grpo", "none"] = "dpo"
     train: TrainSpec = TrainSpec()
@@ -230,7 +235,8 @@ class EvalStageSpec(_Section):
     """
 
     enabled: bool = True
-    models: list[Literal["base", "sft", "trained"]] = Field(default_factory=lambda: ["base", "trained"], min_length=1)
+    models: list[Literal["base", "sft", "trained"]] = Field(default_factory=lambda: ["base", "trained"],
+                                                            min_length=1)
     lookalike: RelPath | None = None  # XSTest-format file (label: safe|unsafe)
     judge_audit: RelPath | None = None  # `cai audit judge` audit.json: the harm judge against human labels
     refusal_audit: RelPath | None = None  # `cai audit refusal` audit.json: the refusal detector's accuracy
@@ -270,7 +276,8 @@ class Recipe(_Section):
     @model_validator(mode="before")
     @classmethod
     def _constitution_path(cls, data: Any, info: ValidationInfo) -> Any:
-        """A constitution given as a path is resolved from the recipe's folder; a shipped name stays a name."""
+        """A constitution given as a path is resolved from the recipe's folder; a shipped name stays a
+        name."""
         base = (info.context or {}).get("base")
         if isinstance(data, dict) and isinstance(data.get("constitution"), str) and base is not None:
             p = Path(base) / data["constitution"]
@@ -283,6 +290,9 @@ class Recipe(_Section):
         if self.policy.method in ("ppo", "rloo", "grpo") and self.policy.reward == "rm" and self.rm is None:
             raise ValueError(f"policy.method {self.policy.method} with reward: rm needs an rm section "
                              "(add `rm: {}`), or set policy.reward to judge:MODEL")
+        if self.critique.rounds == 0 and self.critique.sft_source != "initial":
+            raise ValueError("critique.rounds 0 makes no revision to train on: set "
+                             "critique.sft_source: initial, or rounds >= 1")
         if self.critique.sft_round is not None and self.critique.sft_round > self.critique.rounds:
             raise ValueError(f"critique.sft_round {self.critique.sft_round} is after the last round")
         return self

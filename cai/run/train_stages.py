@@ -24,12 +24,14 @@ if TYPE_CHECKING:
 
 
 def model_options(recipe: Recipe, spec: TrainSpec) -> ModelOptions:
-    """The :class:`~cai.train.common.models.ModelOptions` of a training section (dtype: its own, else the model's)."""
+    """The :class:`~cai.train.common.models.ModelOptions` of a training section (dtype: its own, else the
+    model's)."""
     from cai.train.common.models import LoraOptions, ModelOptions
 
     lo = spec.lora
     lora = None if lo is None else LoraOptions(r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
-                                               target_modules=tuple(lo.target_modules) if lo.target_modules else None)
+                                               target_modules=tuple(lo.target_modules)
+                                               if lo.target_modules else None)
     m = recipe.model
     return ModelOptions(lora=lora, dtype=spec.dtype or m.dtype, trust_remote_code=m.trust_remote_code,
                         chat_template=m.chat_template)
@@ -54,8 +56,10 @@ def dpo_job(recipe: Recipe, data: tuple[str, ...], output: str, start: str, rewa
     p = recipe.policy
     settings = {**p.train.options(), **({"beta": p.beta} if p.beta is not None else {}),
                 **({"loss_type": p.loss_type} if p.loss_type else {})}
-    return TrainJob("dpo", data, output, model=start, settings=settings, options=model_options(recipe, p.train),
-                    args={"ref_model": p.ref_model, "soft_labels": p.soft_labels, "eval_fraction": p.eval_fraction})
+    return TrainJob("dpo", data, output, model=start, settings=settings,
+                    options=model_options(recipe, p.train),
+                    args={"ref_model": p.ref_model, "soft_labels": p.soft_labels,
+                          "eval_fraction": p.eval_fraction})
 
 
 def ppo_job(recipe: Recipe, data: tuple[str, ...], output: str, start: str, reward: str | None) -> TrainJob:
@@ -70,8 +74,8 @@ def rl_job(recipe: Recipe, data: tuple[str, ...], output: str, start: str, rewar
     p = recipe.policy
     settings = {**p.train.options(), **({"beta": p.beta} if p.beta is not None else {})}
     args = {"reward": [reward], "judge_question": p.judge_question, "reward_batch_size": p.reward_batch_size}
-    return TrainJob(p.method, data, output, model=start, settings=settings, options=model_options(recipe, p.train),
-                    args=args)
+    return TrainJob(p.method, data, output, model=start, settings=settings,
+                    options=model_options(recipe, p.train), args=args)
 
 
 POLICY_JOBS: dict[str, Callable[[Recipe, tuple[str, ...], str, str, str | None], TrainJob]] = {
@@ -103,24 +107,28 @@ def check_label_signal(ctx: RunContext, allow: bool, stage: str) -> None:
     why = "; ".join(signal.get("reasons", [])) or "see the label stats"
     humans = stats.get("preferences", {}).get("human", 0)
     if humans or allow:
-        logging.getLogger(__name__).warning("%s: the AI labels carry no signal (%s); training anyway (%s)", stage,
-                                            why, f"{humans} human pair(s) in the mix" if humans else "allowed")
+        logging.getLogger(__name__).warning("%s: the AI labels carry no signal (%s); training anyway (%s)",
+                                            stage, why,
+                                            f"{humans} human pair(s) in the mix" if humans else "allowed")
         return
-    raise CaiError(f"{stage}: the AI labels carry no signal ({why}; {stats_file}): training on them would fit noise",
-                   hint=f"use a larger feedback model (label.feedback_model), add human labels (label.human), or "
-                        f"set {stage}.allow_weak_labels: true")
+    raise CaiError(f"{stage}: the AI labels carry no signal ({why}; {stats_file}): training on them "
+                   f"would fit noise",
+                   hint=f"use a larger feedback model (label.feedback_model), add human labels "
+                        f"(label.human), or set {stage}.allow_weak_labels: true")
 
 
 def sft_stage(recipe: Recipe) -> Stage:
     spec, model = recipe.sft, recipe.model
 
     def fingerprint(ctx: RunContext) -> Any:
-        return {"sft": spec.model_dump(mode="json"), "weights": model.train_weights(), "model": model.identity()}
+        return {"sft": spec.model_dump(mode="json"), "weights": model.train_weights(),
+                "model": model.identity()}
 
     def run(ctx: RunContext) -> dict[str, Any]:
         out = ctx.dir("sft") / "model"
         job = sft_job(recipe, str(ctx.output("critique", "sft")), str(out))
-        return {"model": ctx.rel(out), **_train(job, spec.train, "train_loss", "global_step", "train_runtime")}
+        return {"model": ctx.rel(out),
+                **_train(job, spec.train, "train_loss", "global_step", "train_runtime")}
 
     return Stage("sft", ("critique",), fingerprint, run)
 
@@ -141,7 +149,8 @@ def rm_stage(recipe: Recipe) -> Stage:
     def run(ctx: RunContext) -> dict[str, Any]:
         check_label_signal(ctx, spec.allow_weak_labels, "rm")
         out = ctx.dir("rm") / "model"
-        job = rm_job(recipe, str(ctx.output("label", "preferences")), str(out), _start(ctx, recipe, spec.start_from))
+        job = rm_job(recipe, str(ctx.output("label", "preferences")), str(out),
+                     _start(ctx, recipe, spec.start_from))
         return {"model": ctx.rel(out),
                 **_train(job, spec.train, "eval_accuracy", "human_eval_accuracy", "train_loss")}
 
@@ -154,7 +163,8 @@ POLICY_METRICS = {"dpo": ("train_loss", "rewards/accuracies", "rewards/margins",
 
 
 def policy_inputs(ctx: RunContext, spec: PolicySpec) -> tuple[tuple[str, ...], str | None]:
-    """``(data, reward)``: the preference file for DPO; the train prompts and the reward spec for online RL."""
+    """``(data, reward)``: the preference file for DPO; the train prompts and the reward spec for online
+    RL."""
     if spec.method == "dpo":
         return (str(ctx.output("label", "preferences")),), None
     prompts = tuple(str(ctx.output("split", f)) for f in ("train_redteam", "train_helpful")
@@ -177,13 +187,15 @@ def policy_stage(recipe: Recipe) -> Stage:
         out = ctx.dir("policy") / "model"
         data, reward = policy_inputs(ctx, spec)
         job = POLICY_JOBS[spec.method](recipe, data, str(out), str(ctx.output("sft", "model")), reward)
-        return {"model": ctx.rel(out), "method": spec.method, **_train(job, spec.train, *POLICY_METRICS[spec.method])}
+        return {"model": ctx.rel(out), "method": spec.method,
+                **_train(job, spec.train, *POLICY_METRICS[spec.method])}
 
     return Stage("policy", deps, fingerprint, run)
 
 
 def check_trainer_configs(recipe: Recipe) -> None:
-    """Build every training stage's trainer config now, so a bad ``train.config`` key fails before any work."""
+    """Build every training stage's trainer config now, so a bad ``train.config`` key fails before any
+    work."""
     from cai.train.jobs import trainer_config
 
     with tempfile.TemporaryDirectory(prefix="cai-check-") as tmp:
@@ -191,12 +203,14 @@ def check_trainer_configs(recipe: Recipe) -> None:
         if recipe.rm is not None:
             jobs.append(("rm", rm_job(recipe, "data.jsonl", tmp, "model")))
         if recipe.policy.method in POLICY_JOBS:
-            jobs.append(("policy", POLICY_JOBS[recipe.policy.method](recipe, ("data.jsonl",), tmp, "model", "rm:x")))
+            jobs.append(("policy",
+                         POLICY_JOBS[recipe.policy.method](recipe, ("data.jsonl",), tmp, "model", "rm:x")))
         for stage, job in jobs:
             try:
                 cfg = trainer_config(job)
             except CaiError as exc:
-                raise CaiError(f"{stage}.train: {exc.message.replace('option ', '', 1)}", hint=exc.hint) from None
+                raise CaiError(f"{stage}.train: {exc.message.replace('option ', '', 1)}",
+                               hint=exc.hint) from None
             if job.method == "dpo" and job.args.get("soft_labels"):
                 from cai.train.dpo import check_soft_label_config
 

@@ -55,7 +55,8 @@ def as_chat(prompt: str | Sequence[dict[str, str]]) -> Chat:
 
 
 def transcript(chat: Sequence[dict[str, str]], answer: str) -> str:
-    """A chat plus the answer as plain text for a judge (``Human:``/``Assistant:`` turns; system turns dropped).
+    """A chat plus the answer as plain text for a judge (``Human:``/``Assistant:`` turns; system turns
+    dropped).
 
     >>> print(transcript([{"role": "user", "content": "Hi?"}], "Hello."))
     Human: Hi?
@@ -144,8 +145,10 @@ class PreferenceModelReward:
         return out
 
 
-def load_preference_model(path: str, *, device: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
-    """Load a one-output sequence-classification model and its tokenizer (with a chat template and a pad token)."""
+def load_preference_model(path: str, *, device: str | None = None,
+                          dtype: str | None = None) -> tuple[Any, Any]:
+    """Load a one-output sequence-classification model and its tokenizer (with a chat template and a pad
+    token)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from cai.backends.hf.loading import pick_device, pick_dtype
@@ -162,14 +165,16 @@ def load_preference_model(path: str, *, device: str | None = None, dtype: str | 
         model = AutoModelForSequenceClassification.from_pretrained(str(p), dtype=pick_dtype(dev, dtype))
     except (OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CaiError(f"cannot load preference model {path}: {first}", hint="pass the output dir of `cai train rm`") from exc
+        raise CaiError(f"cannot load preference model {path}: {first}",
+                       hint="pass the output dir of `cai train rm`") from exc
     if model.config.num_labels != 1:
         raise CaiError(
             f"preference model {path} has {model.config.num_labels} outputs, not 1",
             hint="a reward model is a sequence classifier with num_labels=1 (what `cai train rm` writes)",
         )
     if not getattr(tok, "chat_template", None):
-        raise CaiError(f"preference model {path} has no chat template", hint="save its tokenizer with a chat template")
+        raise CaiError(f"preference model {path} has no chat template",
+                       hint="save its tokenizer with a chat template")
     if tok.pad_token is None:
         log.warning("preference model %s has no pad token: padding with EOS (its score is read at the last "
                     "non-EOS token)", path)
@@ -270,8 +275,10 @@ class JudgeReward:
         if absent:  # a reward of NaN would stop training with a misleading "non-finite loss"
             raise CaiError(
                 f"judge model {getattr(self.backend, 'model', '?')} gave neither {self.options[0]!r} nor "
-                f"{self.options[1]!r} any probability for {absent} of {len(scores)} answer(s): no reward to give",
-                hint="use a judge whose log-probs list the Yes/No options (a larger or instruction-tuned model)",
+                f"{self.options[1]!r} any probability for {absent} of {len(scores)} answer(s): no "
+                f"reward to give",
+                hint="use a judge whose log-probs list the Yes/No options (a larger or "
+                     "instruction-tuned model)",
             )
         if self.output == "logodds":
             return [float(y - n) for y, n in scores]

@@ -178,7 +178,8 @@ def to_dataset(
     test_fraction: float = 0.1,
     seed: int = 0,
 ) -> datasets.DatasetDict:
-    """SFT and/or preference JSONL as a DatasetDict: ``train_sft``/``test_sft``, ``train_prefs``/``test_prefs``.
+    """SFT and/or preference JSONL as a DatasetDict: ``train_sft``/``test_sft``,
+    ``train_prefs``/``test_prefs``.
 
     Columns use TRL's names (messages are lists of ``{role, content}``) plus ``id``,
     ``provenance`` (a JSON string) and, for preferences, ``p_chosen``, ``source``, ``weight``.

@@ -49,7 +49,8 @@ def build_chat(prompt: PromptRecord, system_prompt: str | None = None) -> list[M
     return msgs
 
 
-def completion_id(prompt_id: str, model: str, backend: str, params: SamplingParams, system_prompt: str | None, sample: int) -> str:
+def completion_id(prompt_id: str, model: str, backend: str, params: SamplingParams, system_prompt: str | None,
+                  sample: int) -> str:
     """Deterministic id of one completion: everything that determines it.
 
     >>> p = SamplingParams()
@@ -58,7 +59,8 @@ def completion_id(prompt_id: str, model: str, backend: str, params: SamplingPara
     >>> completion_id("p1", "m", "hf", p, None, 0) == completion_id("p1", "m", "hf", p, None, 1)
     False
     """
-    return make_id("completion", prompt_id, model, backend, params.model_dump(exclude={"n"}), system_prompt, sample)
+    return make_id("completion", prompt_id, model, backend, params.model_dump(exclude={"n"}),
+                   system_prompt, sample)
 
 
 def generate_completions(
@@ -104,7 +106,8 @@ def generate_completions(
 
     for prompt in prompts:
         msgs = build_chat(prompt, system_prompt)
-        ids = [completion_id(prompt.key(), backend.model, backend.kind, params, system_prompt, k) for k in range(params.n)]
+        ids = [completion_id(prompt.key(), backend.model, backend.kind, params, system_prompt, k)
+               for k in range(params.n)]
         if all(done(i) for i in ids):
             continue
         # Seeds are per request (prompt content, sample index), so regenerating a

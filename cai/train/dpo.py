@@ -49,7 +49,8 @@ def answer_logps(model: Any, inputs: dict[str, Any]) -> tuple[Any, Any]:
 
 
 class SoftLabelDPOTrainer(DPOTrainer):
-    """DPOTrainer whose loss is :func:`~cai.train.losses.soft_dpo_loss` with each pair's ``p_chosen``/``weight``."""
+    """DPOTrainer whose loss is :func:`~cai.train.losses.soft_dpo_loss` with each pair's
+    ``p_chosen``/``weight``."""
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -108,12 +109,14 @@ def check_soft_label_config(cfg: Any) -> None:
     if getattr(cfg, "label_smoothing", 0.0):
         clashes.append(f"label_smoothing={cfg.label_smoothing}")
     if clashes:
-        raise CaiError(f"--soft-labels uses each pair's p_chosen with the sigmoid DPO loss; it cannot combine with "
-                       f"{', '.join(clashes)}", hint="drop --soft-labels, or drop those settings")
+        raise CaiError(f"--soft-labels uses each pair's p_chosen with the sigmoid DPO loss; it cannot "
+                       f"combine with {', '.join(clashes)}",
+                       hint="drop --soft-labels, or drop those settings")
 
 
 def check_cot_labels(paths: Sequence[str], soft_labels: bool) -> None:
-    """Refuse hard-label DPO on chain-of-thought labels: clamped to 0.4-0.6, they only make sense as soft labels.
+    """Refuse hard-label DPO on chain-of-thought labels: clamped to 0.4-0.6, they only make sense as soft
+    labels.
 
     Plain DPO would train every such pair as a certain preference for the answer the clamp barely favoured.
     """
@@ -124,9 +127,11 @@ def check_cot_labels(paths: Sequence[str], soft_labels: bool) -> None:
 
     cot = [p for p in paths for r in read_records(p, PreferenceRecord) if r.label is not None and r.label.cot]
     if cot:
-        raise CaiError(f"{cot[0]}: {len(cot)} pair(s) were labelled with --cot, whose labels are clamped to a "
+        raise CaiError(f"{cot[0]}: {len(cot)} pair(s) were labelled with --cot, whose labels are "
+                       f"clamped to a "
                        "narrow band around 0.5: plain DPO would train them as certain preferences",
-                       hint="train with --soft-labels (recipe: policy.soft_labels: true), or label without --cot")
+                       hint="train with --soft-labels (recipe: policy.soft_labels: true), or label "
+                            "without --cot")
 
 
 def train_dpo(
@@ -157,11 +162,14 @@ def train_dpo(
     if not soft_labels and (labels["soft_labels"] or labels["weighted"]):
         log.warning("%d pair(s) have a soft p_chosen and %d a weight other than 1: plain DPO ignores both "
                     "(pass --soft-labels to use them)", labels["soft_labels"], labels["weighted"])
-    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    tok = load_tokenizer(model, chat_template=options.chat_template,
+                         trust_remote_code=options.trust_remote_code)
     policy = load_causal_lm(model, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
-    ref = load_causal_lm(ref_model, dtype=options.dtype, trust_remote_code=options.trust_remote_code) if ref_model else None
+    ref = (load_causal_lm(ref_model, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
+           if ref_model else None)
     cls = SoftLabelDPOTrainer if soft_labels else DPOTrainer
-    reference = ref_model or ("the base model (LoRA adapter off)" if options.lora else f"a frozen copy of {model}")
+    reference = (ref_model
+                 or ("the base model (LoRA adapter off)" if options.lora else f"a frozen copy of {model}"))
     log.info("DPO%s on %d pair(s) (%d held out) from %s: %s, reference %s -> %s",
              " with soft labels" if soft_labels else "", len(train), len(held_out), ", ".join(as_paths(data)),
              model, reference, output_dir)
@@ -176,7 +184,9 @@ def train_dpo(
     evaluate = (lambda: trainer.evaluate()) if len(held_out) else None
     return run_and_save(
         trainer, guard, output_dir=output_dir, resume=options.resume, evaluate=evaluate,
-        card={"trainer": "dpo", "base_model": model, "data_files": {"preferences": as_paths(data)}, "audit": options.audit,
+        card={"trainer": "dpo", "base_model": model, "data_files": {"preferences": as_paths(data)},
+              "audit": options.audit,
               "notes": {"reference": reference, "soft_labels": soft_labels, "labels": labels,
-                        "pairs_held_out": len(held_out), "lora": options.lora.__dict__ if options.lora else None}},
+                        "pairs_held_out": len(held_out),
+                        "lora": options.lora.__dict__ if options.lora else None}},
     )

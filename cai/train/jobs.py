@@ -13,8 +13,9 @@ drift:
 
 >>> job = TrainJob("dpo", ("prefs.jsonl",), "out", model="sft", settings={"beta": 0.1},
 ...                args={"soft_labels": True, "ref_model": None, "eval_fraction": 0.0})
->>> job_argv(job)
-['train', 'dpo', '--data', 'prefs.jsonl', '--model', 'sft', '--output', 'out', '--soft-labels', '--eval-fraction', '0.0', '--set', 'beta=0.1']
+>>> job_argv(job)  # doctest: +NORMALIZE_WHITESPACE
+['train', 'dpo', '--data', 'prefs.jsonl', '--model', 'sft', '--output', 'out', '--soft-labels',
+'--eval-fraction', '0.0', '--set', 'beta=0.1']
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class TrainJob:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise CaiError(f"unknown training method {self.method!r}", hint=f"use one of: {', '.join(METHODS)}")
+            raise CaiError(f"unknown training method {self.method!r}",
+                           hint=f"use one of: {', '.join(METHODS)}")
 
 
 def config_class(method: str) -> type:
@@ -72,7 +74,8 @@ def config_class(method: str) -> type:
 
 
 def trainer_config(job: TrainJob) -> Any:
-    """The job's trainer config: cai defaults < ``--config`` < settings < ``--set``; ``output_dir`` = output."""
+    """The job's trainer config: cai defaults < ``--config`` < settings < ``--set``; ``output_dir`` =
+    output."""
     from cai.train.common.config import build_config, training_defaults
 
     cls = config_class(job.method)
@@ -194,11 +197,13 @@ def option_flags(options: ModelOptions) -> list[str]:
     out: list[str] = []
     if options.lora is not None:
         lo = options.lora
-        out += ["--lora", "--lora-r", str(lo.r), "--lora-alpha", str(lo.alpha), "--lora-dropout", str(lo.dropout)]
+        out += ["--lora", "--lora-r", str(lo.r), "--lora-alpha", str(lo.alpha), "--lora-dropout",
+                str(lo.dropout)]
         for t in lo.target_modules or ():
             out += ["--lora-target", t]
     out += arg_flags({"dtype": options.dtype, "trust_remote_code": options.trust_remote_code,
-                      "chat_template": options.chat_template, "resume": options.resume, "audit": options.audit})
+                      "chat_template": options.chat_template, "resume": options.resume,
+                      "audit": options.audit})
     return out
 
 

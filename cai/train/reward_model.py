@@ -37,9 +37,11 @@ class SoftLabelRewardTrainer(RewardTrainer):
         p_chosen, weight = pop_soft_labels(inputs)
         _, outputs = super().compute_loss(model, inputs, return_outputs=True)  # TRL's forward and metrics
         rewards_chosen, rewards_rejected = outputs.logits.squeeze(-1).chunk(2)  # [B], [B]
-        loss = soft_bradley_terry_loss(rewards_chosen, rewards_rejected, p_chosen, weight, inputs.get("margin"))
+        loss = soft_bradley_terry_loss(rewards_chosen, rewards_rejected, p_chosen, weight,
+                                       inputs.get("margin"))
         if self.args.center_rewards_coefficient is not None:
-            loss = loss + self.args.center_rewards_coefficient * ((rewards_chosen + rewards_rejected) ** 2).mean()
+            loss = (loss + self.args.center_rewards_coefficient
+                    * ((rewards_chosen + rewards_rejected) ** 2).mean())
         return (loss, outputs) if return_outputs else loss
 
 
@@ -125,7 +127,8 @@ def train_reward_model(
     cfg.output_dir = str(output_dir)
     train, held_out = preference_datasets(data, eval_fraction, seed=0)
     human = preference_datasets(human_eval, 0.0)[0] if human_eval else None
-    tok = load_tokenizer(model, pad_token=pad_token, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    tok = load_tokenizer(model, pad_token=pad_token, chat_template=options.chat_template,
+                         trust_remote_code=options.trust_remote_code)
     rm = load_reward_model(model, tok, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
     labels = label_summary(train["p_chosen"], train["weight"])
     log.info("preference model on %d pair(s) (%d held out; %d soft labels) from %s: %s -> %s",

@@ -56,7 +56,8 @@ RewardFn = Callable[[Sequence[Chat], Sequence[str]], list[float]]
 
 # ----------------------------------------------------------------------- helpers
 def completion_text(completion: str | Sequence[dict[str, str]]) -> str:
-    """An answer's text: the string itself, or the last assistant message's content (TRL's conversational form).
+    """An answer's text: the string itself, or the last assistant message's content (TRL's conversational
+    form).
 
     >>> completion_text("plain")
     'plain'
@@ -90,7 +91,8 @@ def as_trl_reward(fn: RewardFn, name: str | None = None) -> Callable[..., list[f
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         check_lengths(prompts, completions)
-        return [float(r) for r in fn([as_chat(p) for p in prompts], [completion_text(c) for c in completions])]
+        return [float(r)
+                for r in fn([as_chat(p) for p in prompts], [completion_text(c) for c in completions])]
 
     reward.__name__ = name or getattr(fn, "__name__", None) or type(fn).__name__
     reward.__qualname__ = reward.__name__
@@ -100,7 +102,8 @@ def as_trl_reward(fn: RewardFn, name: str | None = None) -> Callable[..., list[f
 
 # ----------------------------------------------------------------------- toy rewards
 class TokenFractionReward:
-    """Toy reward: the fraction of the answer's tokens (policy tokenizer) that are ``token``; 0 for an empty answer.
+    """Toy reward: the fraction of the answer's tokens (policy tokenizer) that are ``token``; 0 for an empty
+    answer.
 
     ``token`` must encode to exactly one token id, as given or else with a
     leading space (BPE tokenizers keep words as `` word``). Easy for a policy to
@@ -114,7 +117,8 @@ class TokenFractionReward:
             ids = spaced if len(spaced) == 1 else ids
         if len(ids) != 1:
             raise CaiError(
-                f"toy reward token {token!r} encodes to {len(ids)} tokens, not one (also with a leading space)",
+                f"toy reward token {token!r} encodes to {len(ids)} tokens, not one (also with a "
+                f"leading space)",
                 hint="pick a string the policy's tokenizer keeps as a single token",
             )
         self.tokenizer = tokenizer
@@ -195,9 +199,10 @@ def parse_reward_spec(spec: str) -> tuple[str, str, str]:
     ('judge', 'model', 'default')
     >>> parse_reward_spec("runs/rm")
     ('rm', 'path', 'runs/rm')
-    >>> parse_reward_spec("toy:size=3")
+    >>> parse_reward_spec("toy:size=3")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
-    cai.core.errors.CaiError: reward spec 'toy:size=3': unknown toy reward 'size' (fix: use toy:token=TOKEN or toy:contains=TEXT)
+    cai.core.errors.CaiError: reward spec 'toy:size=3': unknown toy reward 'size' (fix: use toy:token=TOKEN or
+    toy:contains=TEXT)
     """
     spec = spec.strip()
     kind, sep, rest = spec.partition(":")
@@ -209,11 +214,13 @@ def parse_reward_spec(spec: str) -> tuple[str, str, str]:
         key, eq, value = rest.partition("=")
         if not eq or key not in ("token", "contains"):
             raise CaiError(
-                f"reward spec {spec!r}: unknown toy reward {key!r}", hint="use toy:token=TOKEN or toy:contains=TEXT"
+                f"reward spec {spec!r}: unknown toy reward {key!r}",
+                hint="use toy:token=TOKEN or toy:contains=TEXT"
             )
         return "toy", key, value
     if not rest:
-        raise CaiError(f"reward spec {spec!r} names no {'path' if kind == 'rm' else 'model'}", hint=f"e.g. {kind}:...")
+        raise CaiError(f"reward spec {spec!r} names no {'path' if kind == 'rm' else 'model'}",
+                       hint=f"e.g. {kind}:...")
     return kind, "path" if kind == "rm" else "model", rest
 
 
@@ -259,14 +266,16 @@ def card_summary(meta: dict[str, Any]) -> dict[str, Any]:
 
     >>> card_summary({"trainer": "rm", "base_model": "default", "config": {"lr": 1},
     ...     "data": [{"path": "p.jsonl", "role": "train", "constitutions": [{"name": "c", "version": "1",
-    ...     "hash": "ab", "records": 3}]}], "audit": None})
-    {'trainer': 'rm', 'base_model': 'default', 'data': ['p.jsonl'], 'constitutions': [{'name': 'c', 'version': '1', 'hash': 'ab'}]}
+    ...     "hash": "ab", "records": 3}]}], "audit": None})  # doctest: +NORMALIZE_WHITESPACE
+    {'trainer': 'rm', 'base_model': 'default', 'data': ['p.jsonl'], 'constitutions': [{'name': 'c', 'version':
+    '1', 'hash': 'ab'}]}
     """
     out: dict[str, Any] = {k: meta[k] for k in ("trainer", "base_model") if meta.get(k) is not None}
     data = [d for d in meta.get("data") or [] if isinstance(d, dict)]
     if data:
         out["data"] = [d.get("path") for d in data]
-    consts = {(c.get("name"), c.get("version"), c.get("hash")) for d in data for c in d.get("constitutions") or []}
+    consts = {(c.get("name"), c.get("version"), c.get("hash")) for d in data
+              for c in d.get("constitutions") or []}
     if consts:
         out["constitutions"] = [{"name": n, "version": v, "hash": h} for n, v, h in sorted(consts, key=str)]
     audit = meta.get("audit")

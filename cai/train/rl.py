@@ -48,12 +48,15 @@ def check_batch(cfg: Any, world_size: int = 1) -> None:
     """Refuse a batch that TRL cannot split into whole groups of ``num_generations`` answers.
 
     >>> from types import SimpleNamespace as NS
-    >>> check_batch(NS(per_device_train_batch_size=4, gradient_accumulation_steps=1, steps_per_generation=None,
-    ...                generation_batch_size=None, num_generations=2))
-    >>> check_batch(NS(per_device_train_batch_size=3, gradient_accumulation_steps=1, steps_per_generation=None,
-    ...                generation_batch_size=None, num_generations=2))
+    >>> check_batch(NS(per_device_train_batch_size=4, gradient_accumulation_steps=1,
+    ...                steps_per_generation=None, generation_batch_size=None, num_generations=2))
+    >>> check_batch(NS(per_device_train_batch_size=3, gradient_accumulation_steps=1,
+    ...                steps_per_generation=None, generation_batch_size=None,
+    ...                num_generations=2))  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
-    cai.core.errors.CaiError: a generation batch of 3 answers is not a whole number of groups of num_generations=2 (fix: make per_device_train_batch_size x gradient_accumulation_steps x processes a multiple of num_generations)
+    cai.core.errors.CaiError: a generation batch of 3 answers is not a whole number of groups of
+    num_generations=2 (fix: make per_device_train_batch_size x gradient_accumulation_steps x processes a
+    multiple of num_generations)
     """
     if not cfg.num_generations:
         return
@@ -67,12 +70,14 @@ def check_batch(cfg: Any, world_size: int = 1) -> None:
 
 
 def build_rewards(specs: Sequence[str | Callable], tokenizer: Any, *, device: str | None = None,
-                  batch_size: int = 8, judge_question: str | None = None) -> tuple[list[Callable], list[dict]]:
+                  batch_size: int = 8,
+                  judge_question: str | None = None) -> tuple[list[Callable], list[dict]]:
     """TRL reward functions (and their descriptions for the card) from spec strings or reward callables."""
     from cai.train.rewards import DEFAULT_JUDGE_QUESTION, as_trl_reward, make_reward, reward_description
 
     if not specs:
-        raise CaiError("no reward given", hint="pass --reward rm:PATH (a `cai train rm` output) or judge:MODEL")
+        raise CaiError("no reward given",
+                       hint="pass --reward rm:PATH (a `cai train rm` output) or judge:MODEL")
     fns, described = [], []
     for spec in specs:
         fn = spec if callable(spec) else make_reward(
@@ -109,9 +114,11 @@ def train_rl(
     cfg = config if config is not None else default_rl_config(algorithm, output_dir)
     cfg.output_dir = str(output_dir)
     dataset = prompt_dataset(prompts)
-    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    tok = load_tokenizer(model, chat_template=options.chat_template,
+                         trust_remote_code=options.trust_remote_code)
     policy = load_causal_lm(model, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
-    reward_fns, described = build_rewards(rewards, tok, batch_size=reward_batch_size, judge_question=judge_question)
+    reward_fns, described = build_rewards(rewards, tok, batch_size=reward_batch_size,
+                                          judge_question=judge_question)
     check_batch(cfg, cfg.world_size)
     guard = NonFiniteGuard()
     trainer = trainer_cls(
@@ -123,5 +130,6 @@ def train_rl(
     return run_and_save(
         trainer, guard, output_dir=output_dir, resume=options.resume,
         card={"trainer": algorithm, "base_model": model, "data_files": {"prompts": as_paths(prompts)},
-              "audit": options.audit, "notes": {"rewards": described, "lora": options.lora.__dict__ if options.lora else None}},
+              "audit": options.audit,
+              "notes": {"rewards": described, "lora": options.lora.__dict__ if options.lora else None}},
     )

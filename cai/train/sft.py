@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def default_sft_config(output_dir: PathLike, **options: Any) -> Any:
-    """An ``SFTConfig`` with cai's defaults (see :func:`cai.train.common.config.training_defaults`) and ``options``."""
+    """An ``SFTConfig`` with cai's defaults (see :func:`cai.train.common.config.training_defaults`) and
+    ``options``."""
     from trl import SFTConfig
 
     from cai.train.common.config import build_config, training_defaults
@@ -51,7 +52,8 @@ def train_sft(
     cfg = config if config is not None else default_sft_config(output_dir)
     cfg.output_dir = str(output_dir)
     train, held_out = sft_datasets(data, eval_fraction, seed=cfg.seed)
-    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code)
+    tok = load_tokenizer(model, chat_template=options.chat_template,
+                         trust_remote_code=options.trust_remote_code)
     lm = load_causal_lm(model, dtype=options.dtype, trust_remote_code=options.trust_remote_code)
     guard = NonFiniteGuard()
     log.info("SFT on %d record(s) (%d held out) from %s: model %s -> %s", len(train), len(held_out),
@@ -63,6 +65,7 @@ def train_sft(
     evaluate = (lambda: trainer.evaluate()) if len(held_out) else None
     return run_and_save(
         trainer, guard, output_dir=output_dir, resume=options.resume, evaluate=evaluate,
-        card={"trainer": "sft", "base_model": model, "data_files": {"train": as_paths(data)}, "audit": options.audit,
-              "notes": {"lora": options.lora.__dict__ if options.lora else None, "held_out_records": len(held_out)}},
+        card={"trainer": "sft", "base_model": model, "data_files": {"train": as_paths(data)},
+              "audit": options.audit, "notes": {"lora": options.lora.__dict__ if options.lora else None,
+                                                "held_out_records": len(held_out)}},
     )

@@ -38,9 +38,11 @@ class SoftLabelCollator:
 
 
 def pop_soft_labels(inputs: dict[str, Any], required: bool = True) -> tuple[Any, Any]:
-    """Remove ``p_chosen`` and ``weight`` from a batch; return them (or Nones when absent and not required)."""
+    """Remove ``p_chosen`` and ``weight`` from a batch; return them (or Nones when absent and not
+    required)."""
     if required and "p_chosen" not in inputs:
-        raise RuntimeError("the batch has no p_chosen column: wrap the trainer's collator in SoftLabelCollator")
+        raise RuntimeError("the batch has no p_chosen column: wrap the trainer's collator in "
+                           "SoftLabelCollator")
     return inputs.pop("p_chosen", None), inputs.pop("weight", None)
 
 

@@ -53,8 +53,8 @@ def one_line_error(code: int, err: str, *needles: str) -> None:
 def test_tiny_model_end_to_end_and_resume(tmp_path, tiny_model_dir):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
-    args = ["judge", "--data", str(data), "-o", str(tmp_path / "out"), "--feedback-model", str(tiny_model_dir),
-            "--feedback-batch-size", "4", "--constitution", "harmless", "--seed", "3"]
+    args = ["judge", "--data", str(data), "-o", str(tmp_path / "out"), "--feedback-model",
+            str(tiny_model_dir), "--feedback-batch-size", "4", "--constitution", "harmless", "--seed", "3"]
     r = CliRunner().invoke(app(), args)
     assert r.exit_code == 0, r.output
     assert "verdict: no signal" in r.output  # two pairs never beat chance
@@ -74,15 +74,19 @@ def test_bad_options_and_inputs_are_one_line(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "out")
     one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(data), "-o", out, "--judge", "vibes"),
                    "--judge 'vibes'")
-    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(data), "-o", out, "--feedback-backend", "openai"),
+    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(data), "-o", out,
+                             "--feedback-backend", "openai"),
                    "--feedback-backend openai needs --feedback-base-url")
     one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(tmp_path / "nope.jsonl"), "-o", out),
                    "nope.jsonl: no such file")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q", "chosen": "a"}\n')
-    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(bad), "-o", out), "bad.jsonl:1", "rejected")
+    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(bad), "-o", out),
+                   "bad.jsonl:1", "rejected")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(empty), "-o", out), "empty.jsonl", "no pairs")
-    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(data), "-o", out, "--limit", "0"), "--limit 0")
+    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(empty), "-o", out),
+                   "empty.jsonl", "no pairs")
+    one_line_error(*run_main(monkeypatch, capsys, "judge", "-d", str(data), "-o", out, "--limit", "0"),
+                   "--limit 0")
     assert not (tmp_path / "out" / "audit.json").exists()

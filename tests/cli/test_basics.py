@@ -33,7 +33,8 @@ def test_help_is_fast_and_lists_commands():
         [
             sys.executable,
             "-c",
-            "import sys, cai.cli; print(sorted(m for m in ('torch','transformers','trl','datasets') if m in sys.modules))",
+            "import sys, cai.cli; print(sorted(m for m in ('torch','transformers','trl','datasets') if m in "
+            "sys.modules))",
         ],
         capture_output=True,
         text=True,

@@ -45,7 +45,8 @@ def test_validate_mixed_exits_1_with_one_line_per_error(files: Path) -> None:
     assert result.exit_code == 1
     lines = result.output.splitlines()
     assert lines[0].startswith("ok ")
-    assert lines[1] == f"{files / 'bad.yaml'}:6: principles.0.revison: Extra inputs are not permitted (fix: remove 'revison' or correct its spelling)"
+    assert (lines[1] == f"{files / 'bad.yaml'}:6: principles.0.revison: Extra inputs are not permitted (fix: "
+            f"remove 'revison' or correct its spelling)")
     assert len(lines) == 2 and "Traceback" not in result.output
 
 
@@ -113,7 +114,8 @@ def test_user_errors_are_one_line_exit_2(files: Path) -> None:
     assert result.returncode == 2
     assert (
         result.stderr
-        == f"error: {files / 'bad.yaml'}:6: principles.0.revison: Extra inputs are not permitted (fix: remove 'revison' or correct its spelling)\n"
+        == f"error: {files / 'bad.yaml'}:6: principles.0.revison: Extra inputs are not permitted (fix: "
+        f"remove 'revison' or correct its spelling)\n"
     )
     assert "Traceback" not in result.stdout + result.stderr
     missing = cai("constitution", "import", str(files / "nope.json"), "-o", str(files / "x.yaml"))

@@ -1,4 +1,5 @@
-"""`cai critique` end to end in a subprocess on the tiny model: outputs, one-line errors, SIGKILL/SIGINT and resume."""
+"""`cai critique` end to end in a subprocess on the tiny model: outputs, one-line errors, SIGKILL/SIGINT and
+resume."""
 
 from __future__ import annotations
 
@@ -51,16 +52,17 @@ def test_bad_options_are_one_line_errors(tmp_path, tiny_model_dir):
     one_line_error(cai(*base, "-c", "no-such-constitution"), "no-such-constitution")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi"}\n{"prompt": [{"role": "assistant", "content": "x"}]}\n')
-    one_line_error(cai("-p", str(bad), "-m", str(tiny_model_dir), "-o", str(tmp_path / "run")), "bad.jsonl:2", "prompt")
+    one_line_error(cai("-p", str(bad), "-m", str(tiny_model_dir), "-o", str(tmp_path / "run")),
+                   "bad.jsonl:2", "prompt")
     assert not (tmp_path / "run" / "revisions.jsonl").exists()
 
 
 def test_end_to_end_with_helpful_mix_and_revision_pairs(tmp_path, tiny_model_dir, shared_data):
     out = tmp_path / "run"
     args = ["-p", str(shared_data / "redteam_prompts_dev.jsonl"), "--limit", "4", "-m", str(tiny_model_dir),
-            "-o", str(out), "--rounds", "1", "--max-new-tokens", "24", "--temperature", "1.0", "--batch-size", "3",
-            "--helpful-prompts", str(shared_data / "benign_instructions.jsonl"), "--helpful-ratio", "0.5",
-            "--revision-pairs"]
+            "-o", str(out), "--rounds", "1", "--max-new-tokens", "24", "--temperature", "1.0",
+            "--batch-size", "3", "--helpful-prompts", str(shared_data / "benign_instructions.jsonl"),
+            "--helpful-ratio", "0.5", "--revision-pairs"]
     r = cai(*args)
     assert r.returncode == 0, r.stderr
     assert "traces: 6 (4 revised prompts x samples over 4 prompts, 2 helpful)" in r.stdout
@@ -80,7 +82,8 @@ def test_end_to_end_with_helpful_mix_and_revision_pairs(tmp_path, tiny_model_dir
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(cai_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    return subprocess.Popen(cai_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV, cwd=ROOT)
 
 
 def _wait_for_lines(path: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
@@ -101,8 +104,9 @@ N = 10
 
 @pytest.fixture(scope="module")
 def kill_args(tiny_model_dir, shared_data):
-    return ["-p", str(shared_data / "redteam_prompts_dev.jsonl"), "--limit", str(N), "-m", str(tiny_model_dir),
-            "--rounds", "1", "--max-new-tokens", "16", "--temperature", "1.0", "--batch-size", "1"]
+    return ["-p", str(shared_data / "redteam_prompts_dev.jsonl"), "--limit", str(N), "-m",
+            str(tiny_model_dir), "--rounds", "1", "--max-new-tokens", "16", "--temperature", "1.0",
+            "--batch-size", "1"]
 
 
 def test_sigkill_mid_run_then_resume_gives_each_trace_once(tmp_path, kill_args):
@@ -122,7 +126,8 @@ def test_sigkill_mid_run_then_resume_gives_each_trace_once(tmp_path, kill_args):
     clean = tmp_path / "clean"
     assert cai(*kill_args, "-o", str(clean)).returncode == 0
     assert sorted(map(_content, traces)) == sorted(map(_content, lines(clean / "revisions.jsonl")))
-    assert (out / "sft.jsonl").read_bytes().count(b"\n") == json.loads((out / "stats.json").read_text())["sft_rows"]
+    assert ((out / "sft.jsonl").read_bytes().count(b"\n")
+            == json.loads((out / "stats.json").read_text())["sft_rows"])
 
 
 def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path, kill_args):

@@ -33,11 +33,14 @@ def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
 
 
 @pytest.mark.parametrize("body, needles", [
-    ("models:\n  - name: base\n    model: default\n    nmae: x\nredteam: r.jsonl\n", ["spec.yaml:4", "models.0.nmae", "Extra"]),
-    ("models:\n  - name: base\n    model: default\nbaseline: dpo\nredteam: r.jsonl\n", ["spec.yaml:4", "baseline 'dpo'"]),
+    ("models:\n  - name: base\n    model: default\n    nmae: x\nredteam: r.jsonl\n",
+     ["spec.yaml:4", "models.0.nmae", "Extra"]),
+    ("models:\n  - name: base\n    model: default\nbaseline: dpo\nredteam: r.jsonl\n",
+     ["spec.yaml:4", "baseline 'dpo'"]),
     ("models: []\nredteam: r.jsonl\n", ["spec.yaml:1", "models", "at least 1"]),
     ("models:\n  - {name: base, model: default}\n", ["no prompt set"]),
-    ("models:\n  - {name: base, model: default}\n  - {name: base, model: x}\nbenign: b.jsonl\n", ["used twice"]),
+    ("models:\n  - {name: base, model: default}\n  - {name: base, model: x}\nbenign: b.jsonl\n",
+     ["used twice"]),
     ("models:\n  - {name: 'a b', model: default}\nbenign: b.jsonl\n", ["spec.yaml:2", "models.0.name"]),
     ("models:\n  - {name: a, model: default}\nbenign: b.jsonl\nlimit: 0\n", ["spec.yaml:4", "limit"]),
     ("models:\n  - {name: a, model: m, backend: openai}\nbenign: b.jsonl\n", ["models.0", "base_urls"]),
@@ -57,8 +60,8 @@ def test_spec_errors_are_one_line_naming_the_field(tmp_path, body, needles):
 
 def test_spec_round_trips_and_defaults(tmp_path):
     p = tmp_path / "spec.yaml"
-    p.write_text("models:\n  - {name: base, model: default}\n  - {name: dpo, model: runs/x/dpo}\nbaseline: dpo\n"
-                 "benign: b.jsonl\ncurves: {dpo: runs/x/dpo}\n")
+    p.write_text("models:\n  - {name: base, model: default}\n  - {name: dpo, model: runs/x/dpo}\n"
+                 "baseline: dpo\nbenign: b.jsonl\ncurves: {dpo: runs/x/dpo}\n")
     spec = load_spec(p)
     assert spec.baseline_name() == "dpo" and spec.max_new_tokens == 128 and spec.judge == "rubric"
     assert EvalSpec.model_validate(spec.model_dump(mode="json")) == spec
@@ -92,10 +95,10 @@ def test_cli_end_to_end_on_tiny_models(tmp_path, tiny_model_dir):
     audit.write_text(json.dumps({"ece": 0.1, "verdict": "near chance", "agreement": {"both": {"rate": 0.5}},
                                  "reliability": [{"confidence": 0.55, "accuracy": 0.5, "n": 10}]}))
     out = tmp_path / "eval"
-    args = ["eval", "--model", f"base={tiny_model_dir}", "--model", f"ppo={tiny_model_dir}", "--feedback-model",
-            str(tiny_model_dir), "--redteam", str(files["redteam"]), "--lookalike", str(files["lookalike"]),
-            "--benign", str(files["benign"]), "--limit", "2", "--max-new-tokens", "4", "--curves", f"ppo={curve}",
-            "--audit", str(audit), "-o", str(out)]
+    args = ["eval", "--model", f"base={tiny_model_dir}", "--model", f"ppo={tiny_model_dir}",
+            "--feedback-model", str(tiny_model_dir), "--redteam", str(files["redteam"]), "--lookalike",
+            str(files["lookalike"]), "--benign", str(files["benign"]), "--limit", "2", "--max-new-tokens",
+            "4", "--curves", f"ppo={curve}", "--audit", str(audit), "-o", str(out)]
     r = cai(*args)
     assert r.returncode == 0, r.stderr
     assert "harmful compliance on red-team prompts" in r.stdout and "base" in r.stdout and "ppo" in r.stdout
@@ -115,8 +118,8 @@ def test_cli_end_to_end_on_tiny_models(tmp_path, tiny_model_dir):
 def test_cli_spec_file(tmp_path, tiny_model_dir):
     benign = write_jsonl(tmp_path / "benign.jsonl", BENIGN)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(f"models:\n  - {{name: only, model: '{tiny_model_dir}'}}\nfeedback_model: '{tiny_model_dir}'\n"
-                    f"benign: '{benign}'\nmax_new_tokens: 3\n")
+    spec.write_text(f"models:\n  - {{name: only, model: '{tiny_model_dir}'}}\n"
+                    f"feedback_model: '{tiny_model_dir}'\nbenign: '{benign}'\nmax_new_tokens: 3\n")
     r = cai("eval", "--spec", str(spec), "--limit", "1", "-o", str(tmp_path / "o"))
     assert r.returncode == 0, r.stderr
     s = EvalSummary.model_validate_json((tmp_path / "o" / "eval.json").read_text())
@@ -127,8 +130,8 @@ def test_cli_spec_file(tmp_path, tiny_model_dir):
 def test_embedded_model_shipped_prompts(tmp_path):
     """The embedded model on the shipped prompt files (one prompt per set, short answers), pairwise judge."""
     out = tmp_path / "eval"
-    r = cai("eval", "--model", "base=default", "--limit", "1", "--max-new-tokens", "24", "--judge", "pairwise",
-            "-o", str(out), timeout=600)
+    r = cai("eval", "--model", "base=default", "--limit", "1", "--max-new-tokens", "24",
+            "--judge", "pairwise", "-o", str(out), timeout=600)
     assert r.returncode == 0, r.stderr
     s = EvalSummary.model_validate_json((out / "eval.json").read_text())
     (m,) = s.models

@@ -1,4 +1,5 @@
-"""`cai label` end to end: kill -9 and resume, one-line errors, and the no-logprobs fallback on a real server."""
+"""`cai label` end to end: kill -9 and resume, one-line errors, and the no-logprobs fallback on a real
+server."""
 
 from __future__ import annotations
 
@@ -37,10 +38,12 @@ def lines(path: Path) -> list[dict]:
 def test_kill_9_then_rerun_labels_each_pair_once(tmp_path, tiny_model_dir):
     N = 24  # prompts
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about the fox number {i}."}) + "\n" for i in range(N)))
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about the fox number {i}."}) + "\n"
+                               for i in range(N)))
     run = tmp_path / "run"
     args = ["label", "-p", str(prompts), "-o", str(run), "-m", str(tiny_model_dir), "--k", "2",
-            "--max-new-tokens", "8", "--temperature", "1.0", "--pairs-per-call", "1", "--feedback-batch-size", "2"]
+            "--max-new-tokens", "8", "--temperature", "1.0", "--pairs-per-call", "1",
+            "--feedback-batch-size", "2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "cai", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -84,12 +87,14 @@ def test_bad_options_are_one_line_errors(tmp_path, tiny_model_dir):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "hi"}\n')
     out = str(tmp_path / "run")
-    one_line_error(cai("label", "-p", str(prompts), "-o", out, "--temperature", "0.3"), "--temperature", "0.7")
+    one_line_error(cai("label", "-p", str(prompts), "-o", out, "--temperature", "0.3"),
+                   "--temperature", "0.7")
     one_line_error(cai("label", "-p", str(prompts), "-o", out, "--k", "1"), "--k")
     one_line_error(cai("label", "-o", out), "--prompts", "--responses")
     one_line_error(cai("label", "--responses", str(prompts), "-o", out), "p.jsonl:1")
     one_line_error(cai("label", "-p", str(prompts), "-o", out, "--min-confidence", "0.2"), "min-confidence")
-    one_line_error(cai("label", "-p", str(prompts), "-o", out, "-c", str(tmp_path / "none.yaml")), "none.yaml")
+    one_line_error(cai("label", "-p", str(prompts), "-o", out, "-c", str(tmp_path / "none.yaml")),
+                   "none.yaml")
 
 
 def test_responses_and_human_pairs(tmp_path, tiny_model_dir):

@@ -43,8 +43,8 @@ class Row:
 
 def gen(*extra: str) -> list[str]:
     """``cai generate`` on the tiny model into the seeded ``out.jsonl``."""
-    return ["generate", "-p", "{tmp}/p.jsonl", "-o", "{tmp}/out.jsonl", "-m", "{model}", "--max-new-tokens", "2",
-            *extra]
+    return ["generate", "-p", "{tmp}/p.jsonl", "-o", "{tmp}/out.jsonl", "-m", "{model}",
+            "--max-new-tokens", "2", *extra]
 
 
 def crit(const: str) -> list[str]:
@@ -81,13 +81,16 @@ ROWS = [
     Row("const-missing", crit("{tmp}/none.yaml"), ["none.yaml"]),
     # --- prompt files
     Row("prompts-empty", gen(), ["p.jsonl", "no prompts"], {"p.jsonl": ""}),
-    Row("prompts-not-utf8", gen(), ["p.jsonl:2", "UTF-8"], {"p.jsonl": PROMPT.encode() + b'{"prompt": "caf\xe9"}\n'}),
-    Row("prompts-truncated-line", gen(), ["p.jsonl:2", "cut off"], {"p.jsonl": PROMPT + '{"prompt": "How do'}),
+    Row("prompts-not-utf8", gen(), ["p.jsonl:2", "UTF-8"],
+        {"p.jsonl": PROMPT.encode() + b'{"prompt": "caf\xe9"}\n'}),
+    Row("prompts-truncated-line", gen(), ["p.jsonl:2", "cut off"],
+        {"p.jsonl": PROMPT + '{"prompt": "How do'}),
     Row("prompts-not-json", gen(), ["p.jsonl:2", "not valid JSON"], {"p.jsonl": PROMPT + "prompt: hi\n"}),
     Row("prompts-not-object", gen(), ["p.jsonl:1", "JSON object"], {"p.jsonl": '["hi"]\n'}),
     Row("prompts-wrong-type", gen(), ["p.jsonl:2", "prompt"], {"p.jsonl": PROMPT + '{"prompt": 5}\n'}),
     Row("prompts-ends-with-assistant", gen(), ["p.jsonl:1", "prompt", "user turn"],
-        {"p.jsonl": jl({"prompt": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})}),
+        {"p.jsonl": jl({"prompt": [{"role": "user", "content": "a"},
+                                   {"role": "assistant", "content": "b"}]})}),
     Row("prompts-bad-role", gen(), ["p.jsonl:1", "prompt", "role"],
         {"p.jsonl": jl({"prompt": [{"role": "robot", "content": "a"}]})}),
     Row("prompts-no-prompt-key", gen(), ["p.jsonl:1", "prompt"], {"p.jsonl": '{"text": "hi"}\n'}),
@@ -96,14 +99,14 @@ ROWS = [
     Row("prompts-missing-file", ["generate", "-p", "{tmp}/none.jsonl", "-o", "{tmp}/out.jsonl"],
         ["none.jsonl", "no such file"]),
     # --- preference / answer files
-    Row("pair-chosen-equals-rejected", label_responses("{tmp}/pairs.jsonl"), ["pairs.jsonl:2", "chosen equals rejected"],
-        {"pairs.jsonl": jl(PAIR, {**PAIR, "rejected": "yes"})}),
+    Row("pair-chosen-equals-rejected", label_responses("{tmp}/pairs.jsonl"),
+        ["pairs.jsonl:2", "chosen equals rejected"], {"pairs.jsonl": jl(PAIR, {**PAIR, "rejected": "yes"})}),
     Row("pair-p-chosen-out-of-range", label_responses("{tmp}/pairs.jsonl"), ["pairs.jsonl:1", "p_chosen"],
         {"pairs.jsonl": jl({**PAIR, "p_chosen": 1.5})}),
     Row("pair-missing-rejected", label_responses("{tmp}/pairs.jsonl"), ["pairs.jsonl:2", "rejected"],
         {"pairs.jsonl": jl(PAIR, {"prompt": "q2", "chosen": "a"})}),
-    Row("pair-empty-rejected", label_responses("{tmp}/pairs.jsonl"), ["pairs.jsonl:1", "rejected", "assistant"],
-        {"pairs.jsonl": jl({**PAIR, "rejected": []})}),
+    Row("pair-empty-rejected", label_responses("{tmp}/pairs.jsonl"),
+        ["pairs.jsonl:1", "rejected", "assistant"], {"pairs.jsonl": jl({**PAIR, "rejected": []})}),
     Row("pair-unknown-key", label_responses("{tmp}/pairs.jsonl"), ["pairs.jsonl:1", "chozen"],
         {"pairs.jsonl": jl({**PAIR, "chozen": "x"})}),
     Row("pair-truncated-line", label_responses("{tmp}/pairs.jsonl"), ["pairs.jsonl:2", "cut off"],
@@ -112,8 +115,8 @@ ROWS = [
         {"pairs.jsonl": jl(PAIR).encode() + b'{"prompt": "q\xff", "chosen": "a", "rejected": "b"}\n'}),
     Row("responses-neither-shape", label_responses("{tmp}/pairs.jsonl"), ["pairs.jsonl:1", "neither a pair"],
         {"pairs.jsonl": jl({"prompt": "q", "answer": "a"})}),
-    Row("human-pairs-bad-weight", ["label", "-p", "{tmp}/p.jsonl", "--human", "{tmp}/h.jsonl", "-m", "{model}",
-                                   "-o", "{tmp}/lab"], ["h.jsonl:1", "weight"],
+    Row("human-pairs-bad-weight", ["label", "-p", "{tmp}/p.jsonl", "--human", "{tmp}/h.jsonl",
+                                   "-m", "{model}", "-o", "{tmp}/lab"], ["h.jsonl:1", "weight"],
         {"p.jsonl": PROMPT, "h.jsonl": jl({**PAIR, "weight": -1})}),
     # --- CLI options and models
     Row("opt-negative-temperature", gen("--temperature", "-1"), ["temperature", "greater than or equal to 0"],
@@ -121,23 +124,26 @@ ROWS = [
     Row("opt-zero-samples", gen("--n", "0"), ["n:", "greater than or equal to 1"], {"p.jsonl": PROMPT}),
     Row("opt-unknown-backend", gen("--backend", "vllm"), ["vllm", "hf", "openai"], {"p.jsonl": PROMPT}),
     Row("opt-openai-without-url", gen("--backend", "openai"), ["--base-url"], {"p.jsonl": PROMPT}),
-    Row("opt-bad-url", gen("--backend", "openai", "--base-url", "localhost:8000/v1"), ["localhost:8000/v1", "http://"],
-        {"p.jsonl": PROMPT}),
-    Row("opt-unreachable-url", gen("--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-retries", "0"),
+    Row("opt-bad-url", gen("--backend", "openai", "--base-url", "localhost:8000/v1"),
+        ["localhost:8000/v1", "http://"], {"p.jsonl": PROMPT}),
+    Row("opt-unreachable-url",
+        gen("--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-retries", "0"),
         ["http://127.0.0.1:9/v1", "connection refused", "rerun"], {"p.jsonl": PROMPT}, late=True),
     Row("opt-missing-api-key", gen("--backend", "openai", "--base-url", "https://api.example.invalid/v1",
-                                   "--api-key-env", "CAI_TEST_UNSET_KEY"), ["CAI_TEST_UNSET_KEY", "missing API key"],
-        {"p.jsonl": PROMPT}),
-    Row("opt-sft-round-out-of-range", [*crit("harmless"), "--rounds", "1", "--sft-round", "2"], ["--sft-round 2"],
-        {"p.jsonl": PROMPT}),
-    Row("model-without-chat-template", ["generate", "-p", "{tmp}/p.jsonl", "-o", "{tmp}/out.jsonl", "-m", "{nochat}"],
+                                   "--api-key-env", "CAI_TEST_UNSET_KEY"),
+        ["CAI_TEST_UNSET_KEY", "missing API key"], {"p.jsonl": PROMPT}),
+    Row("opt-sft-round-out-of-range", [*crit("harmless"), "--rounds", "1", "--sft-round", "2"],
+        ["--sft-round 2"], {"p.jsonl": PROMPT}),
+    Row("model-without-chat-template",
+        ["generate", "-p", "{tmp}/p.jsonl", "-o", "{tmp}/out.jsonl", "-m", "{nochat}"],
         ["chat template", "--chat-template"], {"p.jsonl": PROMPT}),
-    Row("chat-template-missing-file", gen("--chat-template", "{tmp}/tmpl.jinja"), ["tmpl.jinja", "no such file"],
-        {"p.jsonl": PROMPT}),
+    Row("chat-template-missing-file", gen("--chat-template", "{tmp}/tmpl.jinja"),
+        ["tmpl.jinja", "no such file"], {"p.jsonl": PROMPT}),
     Row("model-missing-path", gen()[:-4] + ["-m", "{tmp}/no-model"], ["no-model"], {"p.jsonl": PROMPT}),
     Row("output-is-a-directory", ["generate", "-p", "{tmp}/p.jsonl", "-o", "{tmp}/lab", "-m", "{model}"],
         ["lab", "directory"], {"p.jsonl": PROMPT}),
-    Row("output-locked-by-live-run", gen(), ["out.jsonl", "pid 1"], {"p.jsonl": PROMPT, "out.jsonl.lock": "1\n"}),
+    Row("output-locked-by-live-run", gen(), ["out.jsonl", "pid 1"],
+        {"p.jsonl": PROMPT, "out.jsonl.lock": "1\n"}),
     Row("output-corrupt-line", gen(), ["out.jsonl:2", "not valid JSON"],
         {"p.jsonl": PROMPT, "out.jsonl": '{"id": "seed-1"}\n{oops\n{"id": "seed-9"}\n'}),
     # --- recipes (`cai run`, validated before anything runs)
@@ -156,7 +162,8 @@ def test_table_is_big_and_distinct():
     assert len(ROWS) >= 25 and len({r.id for r in ROWS}) == len(ROWS)
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture,
+            monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
     """``cai ARGV`` in-process through the console entry point: ``(exit_code, stdout, stderr)``."""
     from cai.cli import _state, main
 
@@ -182,7 +189,8 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-def test_bad_input_is_one_line(row: Row, tmp_path, capsys, monkeypatch, tiny_model_dir, tiny_model_no_template_dir):
+def test_bad_input_is_one_line(row: Row, tmp_path, capsys, monkeypatch, tiny_model_dir,
+                               tiny_model_no_template_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("CAI_TEST_UNSET_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -192,7 +200,8 @@ def test_bad_input_is_one_line(row: Row, tmp_path, capsys, monkeypatch, tiny_mod
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    subs = {"{tmp}": str(tmp_path), "{model}": str(tiny_model_dir), "{nochat}": str(tiny_model_no_template_dir)}
+    subs = {"{tmp}": str(tmp_path), "{model}": str(tiny_model_dir),
+            "{nochat}": str(tiny_model_no_template_dir)}
     argv = []
     for a in row.argv:
         for k, v in subs.items():

@@ -77,7 +77,8 @@ def test_yaml_with_python_tags_is_refused_and_runs_nothing(tmp_path, kind):
         except CaiError as exc:
             assert "\n" not in str(exc)
         else:
-            if kind != "train-set":  # --set reads a plain value: a tag that fails is fine, one that loads is not
+            # --set reads a plain value: a tag that fails is fine, one that loads is not
+            if kind != "train-set":
                 pytest.fail(f"{kind}: {text!r} was accepted")
         assert not marker.exists(), f"{kind}: {text!r} ran code"
 
@@ -117,7 +118,8 @@ def test_trust_remote_code_is_never_true_in_the_source():
                         bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name} defaults it to True")
             if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "trust_remote_code":
                 if isinstance(node.value, ast.Constant) and node.value.value is not False:
-                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: field defaults to {node.value.value!r}")
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: field defaults to "
+                               f"{node.value.value!r}")
     assert bad == []
     from cai.cli import backend_options
     from cai.cli import train_options as cli_options

@@ -31,8 +31,8 @@ KILLS = 20
 
 
 def spec(tmp_path: Path, argv: list[str], watch: list[str], seed: int, warm: Path) -> dict[str, Any]:
-    return {"argv": argv, "out": "@OUT@", "watch": watch, "seed": seed, "kills": KILLS, "max_trials": 2 * KILLS,
-            "pause": 0.0005, "work": str(tmp_path), "warm": str(warm)}
+    return {"argv": argv, "out": "@OUT@", "watch": watch, "seed": seed, "kills": KILLS,
+            "max_trials": 2 * KILLS, "pause": 0.0005, "work": str(tmp_path), "warm": str(warm)}
 
 
 def run_harness(tmp_path: Path, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,7 +75,8 @@ def check_trials(result: dict[str, Any]) -> list[dict[str, Any]]:
     events = result["events"]
     killed = [e for e in events if e["killed"]]
     assert len(killed) >= KILLS, events
-    assert all(e["code"] in (0, -9) for e in events), events  # a rerun never fails, whatever the last kill left
+    # a rerun never fails, whatever the last kill left
+    assert all(e["code"] in (0, -9) for e in events), events
     assert sum(e["kind"] == "delay" for e in killed) >= 3  # before the first record, loading, resuming
     assert sum(bool(e["torn"]) for e in killed) >= 3  # kills that landed mid-record
     sizes = [e["size_after"] for e in killed]
@@ -94,7 +95,8 @@ def check_files(result: dict[str, Any], schemas: dict[str, type]) -> None:
         torn = path.with_name(name + ".torn")
         seen = result["torn"].get(str(path), [])
         kept = torn.read_bytes().split(b"\n")[:-1] if torn.exists() else []
-        assert kept == [f.encode("latin-1") for f in seen], f"{name}.torn does not hold exactly the torn tails"
+        assert kept == [f.encode("latin-1") for f in seen], (f"{name}.torn does not hold exactly "
+                                                             f"the torn tails")
         assert not path.with_name(name + ".lock").exists()
 
 
@@ -106,9 +108,11 @@ def results(tmp_path_factory, tiny_model_dir, shared_data) -> dict[str, dict[str
                 "-m", str(tiny_model_dir), "--rounds", "1", "--max-new-tokens", "16", "--temperature", "1.0",
                 "--batch-size", "1", "--revision-pairs", "-o", "@OUT@"]
     prompts = tmp / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about the fox number {i}."}) + "\n" for i in range(12)))
-    label = ["label", "-p", str(prompts), "-o", "@OUT@", "-m", str(tiny_model_dir), "--k", "3", "--max-new-tokens",
-             "8", "--temperature", "1.0", "--pairs-per-call", "1", "--feedback-batch-size", "2", "--no-few-shot"]
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about the fox number {i}."}) + "\n"
+                               for i in range(12)))
+    label = ["label", "-p", str(prompts), "-o", "@OUT@", "-m", str(tiny_model_dir), "--k", "3",
+             "--max-new-tokens", "8", "--temperature", "1.0", "--pairs-per-call", "1",
+             "--feedback-batch-size", "2", "--no-few-shot"]
     specs = [spec(tmp / "critique", critique, ["revisions.jsonl"], 7, tiny_model_dir),
              spec(tmp / "label", label, ["candidates.jsonl", "labels.jsonl"], 11, tiny_model_dir)]
     critique_result, label_result = run_harness(tmp, specs)
@@ -130,7 +134,8 @@ def test_critique_survives_20_random_sigkills(critique_result):
     check_files(critique_result, {"revisions.jsonl": RevisionRecord})
     ref, run = Path(critique_result["reference"]), Path(critique_result["run"])
     assert len(by_id(run / "revisions.jsonl")) == 10
-    for derived in ("sft.jsonl", "pairs_revision.jsonl"):  # rebuilt from the traces: the same as uninterrupted
+    # rebuilt from the traces: the same as uninterrupted
+    for derived in ("sft.jsonl", "pairs_revision.jsonl"):
         assert by_id(run / derived) == by_id(ref / derived)
     read_records(run / "sft.jsonl", SFTRecord)
     stats = json.loads((run / "stats.json").read_text())
@@ -156,12 +161,13 @@ def test_label_survives_20_random_sigkills(label_result):
 
 def test_sigint_stops_label_cleanly_and_says_how_to_resume(tmp_path, tiny_model_dir):
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"Fox {i}?", "chosen": "A fox.", "rejected": "No idea."}) + "\n"
-                             for i in range(40)))
+    pairs.write_text("".join(json.dumps({"prompt": f"Fox {i}?", "chosen": "A fox.", "rejected": "No idea."})
+                             + "\n" for i in range(40)))
     run = tmp_path / "run"
     args = [sys.executable, "-m", "cai", "label", "--responses", str(pairs), "-o", str(run), "-m",
             str(tiny_model_dir), "--pairs-per-call", "1", "--no-few-shot"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     labels = run / "labels.jsonl"
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:

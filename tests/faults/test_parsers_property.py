@@ -25,10 +25,11 @@ from cai.core.records import CompletionRecord, LabelRecord, PreferenceRecord, Re
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-FIELDS = ["id", "prompt", "completion", "chosen", "rejected", "p_chosen", "weight", "source", "role", "content",
-          "provenance", "metadata", "status", "p_a", "judgements", "principle_ids", "answer", "rounds", "kind",
-          "schema_version", "label", "sample_index", "prompt_id", "pair_id", "answer_a", "answer_b",
-          "finish_reason", "model", "seed", "sampling", "name", "version", "hash", "user", "assistant", "system"]
+FIELDS = ["id", "prompt", "completion", "chosen", "rejected", "p_chosen", "weight", "source",
+          "role", "content", "provenance", "metadata", "status", "p_a", "judgements", "principle_ids",
+          "answer", "rounds", "kind", "schema_version", "label", "sample_index", "prompt_id", "pair_id",
+          "answer_a", "answer_b", "finish_reason", "model", "seed", "sampling", "name", "version", "hash",
+          "user", "assistant", "system"]
 scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True) | st.text(max_size=6) \
     | st.sampled_from(FIELDS)
 values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=3)
@@ -80,7 +81,8 @@ def test_responses_and_preference_reader_raises_only_cai_error(lines, pairing):
 pair = st.fixed_dictionaries({"prompt": st.text(max_size=4) | st.lists(message, max_size=2),
                               "chosen": st.text(max_size=4) | st.lists(message, max_size=2),
                               "rejected": st.text(max_size=4) | st.lists(message, max_size=2)},
-                             optional={"p_chosen": scalars, "weight": scalars, "source": scalars, "id": scalars})
+                             optional={"p_chosen": scalars, "weight": scalars, "source": scalars,
+                                       "id": scalars})
 
 
 @SETTINGS
@@ -103,12 +105,13 @@ def test_resuming_a_writer_on_any_file_raises_only_cai_error(text):
     assert not path.with_name(path.name + ".lock").exists()
 
 
-KEYS = ["name", "model", "constitution", "prompts", "redteam", "helpful", "critique", "rounds", "sft", "label",
-        "answers", "rm", "policy", "method", "eval", "train", "max_steps", "config", "lora", "variants", "base_url",
-        "backend", "run_dir", "limit", "benign", "hub", "extends", "suites", "judge", "trust_remote_code"]
+KEYS = ["name", "model", "constitution", "prompts", "redteam", "helpful", "critique", "rounds",
+        "sft", "label", "answers", "rm", "policy", "method", "eval", "train", "max_steps", "config", "lora",
+        "variants", "base_url", "backend", "run_dir", "limit", "benign", "hub", "extends", "suites", "judge",
+        "trust_remote_code"]
 yaml_values = st.recursive(scalars | st.sampled_from(KEYS),
-                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.sampled_from(KEYS), kids,
-                                                                                   max_size=4), max_leaves=15)
+                           lambda kids: st.lists(kids, max_size=3)
+                           | st.dictionaries(st.sampled_from(KEYS), kids, max_size=4), max_leaves=15)
 TOKENS = [*KEYS, ": ", "\n", "  ", "- ", "[", "]", "{", "}", "&a ", "*a", "!!python/name:os.system", "'", '"',
           "---", "#", "<<: ", "null", "1e9", "-1"]
 yaml_text = st.lists(st.sampled_from(TOKENS) | st.text(max_size=3), max_size=30).map("".join) \

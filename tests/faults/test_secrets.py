@@ -35,14 +35,15 @@ def forms(secret: str) -> list[bytes]:
 
 def leaks(root: Path, texts: list[str]) -> list[str]:
     """Every file under ``root`` and every text that holds the secret in any form."""
-    found = [str(p) for p in root.rglob("*") if p.is_file() and any(f in p.read_bytes() for f in forms(SECRET))]
+    found = [str(p) for p in root.rglob("*")
+             if p.is_file() and any(f in p.read_bytes() for f in forms(SECRET))]
     found += [t[:200] for t in texts if any(f.decode() in t for f in forms(SECRET))]
     return found
 
 
 def cai(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cai", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "cai", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_api_key_from_env_is_never_written(tmp_path, tiny_model_dir):
@@ -51,8 +52,8 @@ def test_api_key_from_env_is_never_written(tmp_path, tiny_model_dir):
     prompts = inputs / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"How do I bake loaf {i}?"}) + "\n" for i in range(3)))
     pairs = inputs / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n"
-                             for i in range(4)))
+    pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"})
+                             + "\n" for i in range(4)))
     sft = inputs / "sft.jsonl"
     sft.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": "Mix flour and water."}) + "\n"
                            for i in range(4)))
@@ -65,7 +66,8 @@ def test_api_key_from_env_is_never_written(tmp_path, tiny_model_dir):
         runs_ok = [
             ["generate", "-p", str(prompts), "-o", str(runs / "gen.jsonl"), *be],
             ["critique", "-p", str(prompts), "-o", str(runs / "critique"), "--rounds", "1", *be],
-            ["label", "-p", str(prompts), "-o", str(runs / "label"), *be],  # OPENAI_API_KEY not named: same key
+            # OPENAI_API_KEY not named: same key
+            ["label", "-p", str(prompts), "-o", str(runs / "label"), *be],
             ["audit", "labeler", "--pairs", str(pairs), "-m", "stub-model", "--feedback-backend", "openai",
              "--feedback-base-url", url, *key, "-o", str(runs / "audit")],
             ["train", "sft", "--data", str(sft), "-m", str(tiny_model_dir), "--max-steps", "1", "-o",
@@ -78,8 +80,8 @@ def test_api_key_from_env_is_never_written(tmp_path, tiny_model_dir):
             texts += [r.stdout, r.stderr]
         # a server that echoes the key back in its 401, with and without --debug tracebacks
         for debug in ([], ["--debug"]):
-            r = cai([*debug, "generate", "-p", str(prompts), "-o", str(runs / "auth.jsonl"), "--backend", "openai",
-                     "--base-url", url, "-m", "auth", *key, "--max-retries", "0"], env)
+            r = cai([*debug, "generate", "-p", str(prompts), "-o", str(runs / "auth.jsonl"),
+                     "--backend", "openai", "--base-url", url, "-m", "auth", *key, "--max-retries", "0"], env)
             assert r.returncode != 0 and "authentication failed" in r.stderr and "CAI_SECRET_KEY" in r.stderr
             texts += [r.stdout, r.stderr]
         seen = {x["key"] for x in state.requests}

@@ -26,14 +26,15 @@ from tests.helpers.paths import ROOT
 from tests.helpers.server_control import kill, restart, stub_openai
 from tests.helpers.servers import server_fixture
 
-ENV = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"} | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+ENV = ({k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+       | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
 
 server = server_fixture(lambda request: request.getfixturevalue("tiny_model_dir"))
 
 
 def generate_cmd(prompts: Path, out: Path, base_url: str, model: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cai", "generate", "-p", str(prompts), "-o", str(out), "--backend", "openai",
-            "--base-url", base_url, "-m", model, "--max-new-tokens", "6", *extra]
+    return [sys.executable, "-m", "cai", "generate", "-p", str(prompts), "-o", str(out),
+            "--backend", "openai", "--base-url", base_url, "-m", model, "--max-new-tokens", "6", *extra]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -44,7 +45,8 @@ def error_lines(stderr: str) -> list[str]:
 def test_server_killed_mid_run_then_restarted_loses_nothing(server, tmp_path):
     n = 40
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about bread number {i}."}) + "\n" for i in range(n)))
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about bread number {i}."}) + "\n"
+                               for i in range(n)))
     out = tmp_path / "out.jsonl"
     # one request at a time, two prompts a batch: records reach the file as the run goes
     cmd = generate_cmd(prompts, out, server.base_url, server.model, "--concurrency", "1", "--batch-size", "1",
@@ -75,7 +77,8 @@ def test_server_killed_mid_run_then_restarted_loses_nothing(server, tmp_path):
     recs = read_records(out, CompletionRecord)
     assert len(recs) == n and len({x.id for x in recs}) == n
     assert recs[: len(kept)] == kept  # what was written before the crash is untouched
-    assert sorted(x.prompt[-1].content for x in recs) == sorted(f"Tell me about bread number {i}." for i in range(n))
+    assert (sorted(x.prompt[-1].content for x in recs)
+            == sorted(f"Tell me about bread number {i}." for i in range(n)))
 
 
 STAGES = {  # each stage's command against a server, and the file it appends to
@@ -120,9 +123,9 @@ def test_slow_but_within_timeout_completes(tmp_path):
     prompts.write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(4)))
     out = tmp_path / "out.jsonl"
     with stub_openai(delay=0.3) as (base_url, state):
-        r = subprocess.run(generate_cmd(prompts, out, base_url, "stub", "--timeout", "5", "--max-retries", "0",
-                                        "--concurrency", "4"), cwd=ROOT, env=ENV, capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(generate_cmd(prompts, out, base_url, "stub", "--timeout", "5",
+                                        "--max-retries", "0", "--concurrency", "4"), cwd=ROOT, env=ENV,
+                           capture_output=True, text=True, timeout=120)
         requests = list(state.requests)
     assert r.returncode == 0, r.stderr
     assert len(read_records(out, CompletionRecord)) == 4 and len(requests) == 4

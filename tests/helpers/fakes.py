@@ -58,13 +58,16 @@ class FakeJudge:
                 text = self.letter(chat)
             else:
                 text = "A" if self.logit_a(chat) > 0 else "B"
-            out.append(Generation(text=text, finish_reason="stop", prompt_tokens=1, completion_tokens=1, index=i))
+            out.append(Generation(text=text, finish_reason="stop", prompt_tokens=1,
+                                  completion_tokens=1, index=i))
         return out
 
 
 def constitution(examples: int = 0) -> Constitution:
     return Constitution(
         name="t", version="1",
-        principles=[Principle(id=f"p{i}", critique="c", revision="r", comparison=f"Question {i}?") for i in range(4)],
-        feedback_examples=[FeedbackExample(prompt=f"ex{i}", chosen="kind", rejected="rude") for i in range(examples)],
+        principles=[Principle(id=f"p{i}", critique="c", revision="r", comparison=f"Question {i}?")
+                    for i in range(4)],
+        feedback_examples=[FeedbackExample(prompt=f"ex{i}", chosen="kind", rejected="rude")
+                           for i in range(examples)],
     )

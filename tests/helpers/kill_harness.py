@@ -159,7 +159,8 @@ class TornBook:
         if len(torn) > self.torn_size:
             added = torn[self.torn_size :]
             if self.pending is None or added != self.pending + b"\n":
-                self.violations.append(f"{when}: {self.torn_path.name} got bytes that were no torn tail: {added[:80]!r}")
+                self.violations.append(f"{when}: {self.torn_path.name} got bytes that were no torn tail: "
+                                       f"{added[:80]!r}")
             else:
                 self.moved.append(self.pending.decode("latin-1"))
             self.pending, self.torn_size = None, len(torn)
@@ -250,7 +251,8 @@ def trials(spec: dict[str, Any], work: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    """``python -m tests.helpers.kill_harness SPECS.json RESULTS.json``: a list of specs in, a list of results out."""
+    """``python -m tests.helpers.kill_harness SPECS.json RESULTS.json``: a list of specs in, a list of results
+    out."""
     spec_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
     specs = json.loads(spec_path.read_text())
     import torch  # noqa: F401 - imported once here, shared by every forked child

@@ -39,7 +39,8 @@ class StubState:
 def stub_answer(messages: list[dict[str, Any]], seed: Any) -> str:
     """The stub's deterministic answer: a few words picked by a hash of the request.
 
-    >>> stub_answer([{"role": "user", "content": "hi"}], 1) == stub_answer([{"role": "user", "content": "hi"}], 1)
+    >>> (stub_answer([{"role": "user", "content": "hi"}], 1)
+    ...  == stub_answer([{"role": "user", "content": "hi"}], 1))
     True
     """
     words = ["Bread", "needs", "flour", "water", "salt", "and", "time", "I", "cannot", "help", "with", "that"]

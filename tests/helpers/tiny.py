@@ -83,8 +83,8 @@ def build_tiny_rm(path: Path, seed: int = 1, num_labels: int = 1) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, num_labels=num_labels, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        num_key_value_heads=2, max_position_embeddings=512, num_labels=num_labels,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )
     LlamaForSequenceClassification(config).save_pretrained(path)
     return path

@@ -37,7 +37,8 @@ def imports(path: Path) -> list[tuple[str, str | None]]:
 
 
 def resolve(module: str, name: str | None) -> str | None:
-    """The cai module an import reaches (``from cai.x import y`` reaches ``cai.x.y`` when that is a module)."""
+    """The cai module an import reaches (``from cai.x import y`` reaches ``cai.x.y`` when that is a
+    module)."""
     dotted = f"{module}.{name}" if name else module
     for candidate in (dotted, module):
         while candidate:

@@ -73,7 +73,8 @@ class HFBackend:
         self.eos_ids = set(eos_token_ids(self.lm, self.tokenizer))
         self.preallocate = True  # preallocated KV cache (off: transformers' DynamicCache, for comparison)
         self._store = None  # PrefixStore, made on first use
-        # Scoring batches: the most padding a batch may carry (None: 10% on CPU, where padding is pure waste, else 50%).
+        # Scoring batches: the most padding a batch may carry (None: 10% on CPU, where padding is pure waste,
+        # else 50%).
         self.max_padding: float | None = None
 
     def __repr__(self) -> str:
@@ -118,8 +119,10 @@ class HFBackend:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 pre = prefill(self.lm, [requests[k][2] for k in chunk], self.tokenizer.pad_token_id,
-                              extra=params.max_new_tokens, store=self.prefix_store(), preallocate=self.preallocate)
-                outs = decode(self.lm, pre, [requests[k][3] for k in chunk], params, self.eos_ids, self.tokenizer)
+                              extra=params.max_new_tokens, store=self.prefix_store(),
+                              preallocate=self.preallocate)
+                outs = decode(self.lm, pre, [requests[k][3] for k in chunk], params, self.eos_ids,
+                              self.tokenizer)
                 for k, (token_ids, reason) in zip(chunk, outs):
                     i, s, ids, seed = requests[k]
                     text, reason = self._finish_text(token_ids, reason, params.stop)
@@ -158,7 +161,8 @@ class HFBackend:
 
         if len(chats) != len(continuations):
             raise ValueError(f"{len(chats)} chats but {len(continuations)} continuation lists")
-        encoded = [self.encode_continuations(self.render_text(c), conts) for c, conts in zip(chats, continuations)]
+        encoded = [self.encode_continuations(self.render_text(c), conts)
+                   for c, conts in zip(chats, continuations)]
         prefixes = [p for p, _ in encoded]
         conts = [cs for _, cs in encoded]
         pad = self.tokenizer.pad_token_id
@@ -175,7 +179,8 @@ class HFBackend:
                     out[i] = s
         return out
 
-    def encode_continuations(self, prefix_text: str, continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    def encode_continuations(self, prefix_text: str,
+                             continuations: Sequence[str]) -> tuple[list[int], list[list[int]]]:
         """Token ids of a prompt and of its continuations as they tokenize in running text.
 
         A continuation is not tokenized on its own: SentencePiece tokenizers (Llama-2, Mistral v0.x)
@@ -183,8 +188,8 @@ class HFBackend:
         prompt's text and prompt + continuation are tokenized whole and split by
         :func:`split_continuations`.
         """
-        return split_continuations(self._ids(prefix_text), [self._ids(prefix_text + c) for c in continuations],
-                                   continuations)
+        return split_continuations(self._ids(prefix_text),
+                                   [self._ids(prefix_text + c) for c in continuations], continuations)
 
 
 # ----------------------------------------------------------------------- helpers
@@ -199,7 +204,8 @@ def _accepts(model: Any, arg: str) -> bool:
 
 def split_continuations(prefix: Sequence[int], joined: Sequence[Sequence[int]],
                         texts: Sequence[str] | None = None) -> tuple[list[int], list[list[int]]]:
-    """The prompt's ids and each continuation's, from the prompt and each prompt + continuation tokenized whole.
+    """The prompt's ids and each continuation's, from the prompt and each prompt + continuation tokenized
+    whole.
 
     All continuations are scored after the same prompt ids: the longest token prefix that the prompt
     shares with every joined sequence. Where a tokenizer merges across the boundary (the prompt's last

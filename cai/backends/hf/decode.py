@@ -17,13 +17,15 @@ from cai.core.records import SamplingParams
 
 def decode(lm: Any, pre: Any, seeds: Sequence[int], params: SamplingParams, eos_ids: set[int],
            tokenizer: Any) -> list[tuple[list[int], str]]:
-    """Generate from a :class:`~cai.backends.hf.prefix_cache.Prefilled` batch; per row the new ids (EOS excluded) and a finish reason."""
+    """Generate from a :class:`~cai.backends.hf.prefix_cache.Prefilled` batch; per row the new ids (EOS
+    excluded) and a finish reason."""
     import torch
 
     n = len(seeds)
     cache, logits, next_pos = pre.cache, pre.logits, pre.next_pos
     width = pre.mask.shape[1]
-    mask = pre.mask.new_ones((n, width + params.max_new_tokens))  # [B, T + new]: the mask of every step is a prefix
+    # [B, T + new]: the mask of every step is a prefix
+    mask = pre.mask.new_ones((n, width + params.max_new_tokens))
     mask[:, :width] = pre.mask
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     live = list(range(n))  # original row of each live batch row
@@ -48,8 +50,8 @@ def decode(lm: Any, pre: Any, seeds: Sequence[int], params: SamplingParams, eos_
             cache.batch_select_indices(idx)
             mask, next_pos, tokens = mask[idx], next_pos[idx], tokens[idx]
             live = [live[j] for j in keep]
-        out = lm(input_ids=tokens[:, None], attention_mask=mask[:, : width + step + 1], position_ids=next_pos[:, None],
-                 past_key_values=cache, use_cache=True)
+        out = lm(input_ids=tokens[:, None], attention_mask=mask[:, : width + step + 1],
+                 position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1, :].float()  # [L, V]
         next_pos = next_pos + 1
     return list(zip(generated, reasons))
@@ -68,7 +70,8 @@ def pick(logits: Any, params: SamplingParams, generators: list) -> Any:
     >>> pick(logits, SamplingParams(temperature=0.0), []).tolist()
     [0, 2]
     >>> gens = [torch.Generator().manual_seed(0) for _ in range(2)]
-    >>> pick(logits, SamplingParams(temperature=1.0, top_p=0.4), gens).tolist()  # the top token alone reaches 0.4
+    >>> pick(logits, SamplingParams(temperature=1.0, top_p=0.4),
+    ...      gens).tolist()  # the top token alone reaches 0.4
     [0, 2]
     """
     import torch
@@ -84,7 +87,8 @@ def pick(logits: Any, params: SamplingParams, generators: list) -> Any:
 
 
 def _top_p(probs: Any, top_p: float) -> Any:
-    """``probs`` [B, V] with everything outside each row's top-p set zeroed (not renormalised: multinomial does not need it)."""
+    """``probs`` [B, V] with everything outside each row's top-p set zeroed (not renormalised: multinomial
+    does not need it)."""
     import torch
 
     vocab = probs.shape[-1]

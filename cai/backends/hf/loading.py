@@ -66,7 +66,8 @@ def is_default(name: str) -> bool:
 def looks_like_path(name: str) -> bool:
     """A name that can only be a local path (not a hub id).
 
-    >>> looks_like_path("./m"), looks_like_path("/abs/m"), looks_like_path("~/m"), looks_like_path("org/model")
+    >>> (looks_like_path("./m"), looks_like_path("/abs/m"), looks_like_path("~/m"),
+    ...  looks_like_path("org/model"))
     (True, True, True, False)
     """
     return name.startswith((".", "/", "~")) or os.sep + os.sep in name or name.count("/") > 1
@@ -97,10 +98,12 @@ def resolve_model(name: str, *, convert: bool = True) -> str:
     expanded = os.path.expanduser(name)
     if os.path.exists(expanded):
         if not os.path.isdir(expanded):
-            raise CaiError(f"model path {name} is a file, not a model directory", hint="pass the directory holding config.json")
+            raise CaiError(f"model path {name} is a file, not a model directory",
+                           hint="pass the directory holding config.json")
         return expanded
     if looks_like_path(name):
-        raise CaiError(f"model path {name} does not exist", hint="check the path, or pass a hub id or 'default'")
+        raise CaiError(f"model path {name} does not exist",
+                       hint="check the path, or pass a hub id or 'default'")
     return name
 
 
@@ -166,19 +169,22 @@ def read_chat_template(value: str) -> str:
 
     >>> read_chat_template("{{ messages[0]['content'] }}")
     "{{ messages[0]['content'] }}"
-    >>> read_chat_template("no/such/template.jinja")
+    >>> read_chat_template("no/such/template.jinja")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    cai.core.errors.CaiError: --chat-template no/such/template.jinja: no such file (fix: pass a Jinja template file, or the template text itself)
+    cai.core.errors.CaiError: --chat-template no/such/template.jinja: no such file (fix: pass a Jinja template
+    file, or the template text itself)
     """
     if os.path.isfile(value):
         try:
             return Path(value).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise CaiError(f"--chat-template {value}: cannot read it: {exc}", hint="pass a UTF-8 text file") from None
+            raise CaiError(f"--chat-template {value}: cannot read it: {exc}",
+                           hint="pass a UTF-8 text file") from None
     if "{{" in value or "{%" in value:
         return value
-    raise CaiError(f"--chat-template {value}: no such file", hint="pass a Jinja template file, or the template text itself")
+    raise CaiError(f"--chat-template {value}: no such file",
+                   hint="pass a Jinja template file, or the template text itself")
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False, chat_template: str | None = None):
@@ -200,7 +206,8 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, chat_template:
     return tok
 
 
-def load_causal_lm(name: str, *, device: str | None = None, dtype: str | None = None, trust_remote_code: bool = False):
+def load_causal_lm(name: str, *, device: str | None = None, dtype: str | None = None,
+                   trust_remote_code: bool = False):
     """Load a causal LM in eval mode on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM
 
@@ -238,7 +245,8 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
 
 
 def from_pretrained(cls: Any, path: str, name: str, **kwargs: Any) -> Any:
-    """``cls.from_pretrained(path, **kwargs)`` with a load failure as one :class:`CaiError` line naming ``name``."""
+    """``cls.from_pretrained(path, **kwargs)`` with a load failure as one :class:`CaiError` line naming
+    ``name``."""
     # trust_remote_code is only ever what the user passed (default False).
     try:
         return cls.from_pretrained(path, **kwargs)

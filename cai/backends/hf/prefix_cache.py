@@ -39,7 +39,8 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def batch_shared_len(prompts: Sequence[Sequence[int]], min_tokens: int = MIN_SHARED) -> int:
-    """Tokens every prompt starts with, leaving each prompt at least one token of its own; 0 if under ``min_tokens``.
+    """Tokens every prompt starts with, leaving each prompt at least one token of its own; 0 if under
+    ``min_tokens``.
 
     The one-token remainder is what yields each prompt's next-token logits.
 
@@ -70,7 +71,8 @@ def prefix_batches(prompts: Sequence[Sequence[int]], max_rows: int, max_padding:
     whose own shared prefix :func:`prefill` then computes once. The rest go into
     length buckets (:func:`~cai.backends.hf.padding.length_buckets`).
 
-    >>> prefix_batches([[1, 2, 3, 9], [1, 5, 5, 5, 7], [1, 2, 3, 8], [1, 5, 5, 5, 6], [1, 4]], 4, 0.1, min_extra=2)
+    >>> prefix_batches([[1, 2, 3, 9], [1, 5, 5, 5, 7], [1, 2, 3, 8], [1, 5, 5, 5, 6], [1, 4]], 4, 0.1,
+    ...                min_extra=2)
     [[2, 0], [3, 1], [4]]
     """
     from cai.backends.hf.padding import length_buckets
@@ -90,7 +92,8 @@ def prefix_batches(prompts: Sequence[Sequence[int]], max_rows: int, max_padding:
 
 
 def weights_version(lm: Any) -> tuple:
-    """Changes whenever any parameter is replaced or updated in place (an optimizer step, ``load_state_dict``).
+    """Changes whenever any parameter is replaced or updated in place (an optimizer step,
+    ``load_state_dict``).
 
     Stored prefix states are only reused while this stays the same.
     """
@@ -98,7 +101,8 @@ def weights_version(lm: Any) -> tuple:
 
 
 class PrefixStore:
-    """Keys/values of the last shared prefix computed (one sequence, batch 1), for reuse across batches and calls."""
+    """Keys/values of the last shared prefix computed (one sequence, batch 1), for reuse across batches and
+    calls."""
 
     def __init__(self, min_tokens: int = MIN_SHARED):
         self.min_tokens = min_tokens
@@ -124,7 +128,8 @@ class PrefixStore:
 
 
 def _extend(lm: Any, states: list, start: int, tokens: list[int]) -> list:
-    """States of ``tokens``: the first ``start`` taken from ``states``, the rest computed (batch 1, no padding)."""
+    """States of ``tokens``: the first ``start`` taken from ``states``, the rest computed (batch 1, no
+    padding)."""
     import torch
 
     from cai.backends.hf.cache import layer_states, make_cache
@@ -142,7 +147,8 @@ def _extend(lm: Any, states: list, start: int, tokens: list[int]) -> list:
 
 @dataclass
 class Prefilled:
-    """A batch after its prompts ran: the cache, its mask ``[B, T]``, next-token logits ``[B, V]``, next positions ``[B]``."""
+    """A batch after its prompts ran: the cache, its mask ``[B, T]``, next-token logits ``[B, V]``, next
+    positions ``[B]``."""
 
     cache: Any
     mask: Any
@@ -153,7 +159,8 @@ class Prefilled:
 
 def prefill(lm: Any, prompts: Sequence[Sequence[int]], pad_id: int, *, extra: int = 0, rows: int = 0,
             store: PrefixStore | None = None, preallocate: bool = True) -> Prefilled:
-    """Run ``prompts`` (left-padded) into a fresh cache with room for ``extra`` more positions and ``rows`` rows.
+    """Run ``prompts`` (left-padded) into a fresh cache with room for ``extra`` more positions and ``rows``
+    rows.
 
     With a ``store`` and a preallocated cache, the batch's shared prefix comes from the store.
     """
@@ -175,8 +182,8 @@ def prefill(lm: Any, prompts: Sequence[Sequence[int]], pad_id: int, *, extra: in
         ids, rem_mask = left_pad(prompts, pad_id, dev)
     mask = torch.cat([rem_mask.new_ones((b, m)), rem_mask], dim=1)  # [B, m + W]
     positions = m + (rem_mask.cumsum(-1) - 1).clamp(min=0)  # [B, W]
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-             **_last_only(lm))
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+             use_cache=True, **_last_only(lm))
     return Prefilled(cache, mask, out.logits[:, -1, :].float(), positions[:, -1] + 1, m)
 
 

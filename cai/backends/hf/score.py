@@ -49,7 +49,8 @@ def score_shared(lm: Any, prefixes: list[list[int]], conts: list[list[list[int]]
         pre.cache.batch_select_indices(chat_of_row)  # [R, ...]: each row gets its chat's prefix cache
         full_mask = torch.cat([pre.mask[chat_of_row], cont_mask], dim=1)  # [R, T + L]
         cont_pos = pre.next_pos[chat_of_row, None] + torch.arange(longest, device=dev)[None, :]  # [R, L]
-        logits = lm(input_ids=cont_ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=cont_pos[:, :-1],
+        logits = lm(input_ids=cont_ids[:, :-1], attention_mask=full_mask[:, :-1],
+                    position_ids=cont_pos[:, :-1],
                     past_key_values=pre.cache, use_cache=True).logits.float()  # [R, L-1, V]
         logp = token_logprobs(logits, cont_ids[:, 1:])  # [R, L-1]
         total = total + (logp * cont_mask[:, 1:]).sum(1)
@@ -91,7 +92,8 @@ def score_naive(lm: Any, prefixes: list[list[int]], conts: list[list[list[int]]]
     keep = {"logits_to_keep": k} if last_only else {}
     logits = lm(input_ids=ids, attention_mask=attention, position_ids=positions, **keep).logits.float()
     logits = logits[:, -k:, :]  # [R, K, V]
-    logp = torch.log_softmax(logits[:, :-1, :], dim=-1).gather(2, ids[:, -k + 1 :, None]).squeeze(2)  # [R, K-1]
+    # [R, K-1]
+    logp = torch.log_softmax(logits[:, :-1, :], dim=-1).gather(2, ids[:, -k + 1 :, None]).squeeze(2)
     totals = [float(logp[r, -len(conts[b][j]) :].sum()) for r, (b, j) in enumerate(rows)]
     return regroup(totals, rows, len(prefixes))
 

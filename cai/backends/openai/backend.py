@@ -88,7 +88,8 @@ SCORE_TEMPERATURE = 1.0  # the plain softmax: some servers return degenerate log
 PLACEHOLDER_KEY = "EMPTY"
 CONTINUE_FINAL_MESSAGE = {"continue_final_message": True, "add_generation_prompt": False}
 # Request fields that only scoring (or continuing a turn) sends; a 4xx naming one means "unsupported".
-_SCORING_FIELDS = ("logprobs", "top_logprobs", "top_n_tokens", "continue_final_message", "add_generation_prompt")
+_SCORING_FIELDS = ("logprobs", "top_logprobs", "top_n_tokens", "continue_final_message",
+                   "add_generation_prompt")
 _TOP_N_CAP = re.compile(r"top_n_tokens`?\s+must be >= ?0 and <= ?(\d+)")
 
 RequestHook = Callable[[int, str], AbstractAsyncContextManager[Any]]
@@ -381,7 +382,8 @@ class OpenAIBackend:
                 except openai.APIError as exc:
                     raise self._error(exc, url, key, scoring, learn_cap) from None
 
-    def _error(self, exc: openai.APIError, url: str, key: str, scoring: bool, learn_cap: bool = False) -> Exception:
+    def _error(self, exc: openai.APIError, url: str, key: str, scoring: bool,
+               learn_cap: bool = False) -> Exception:
         """Turn an SDK error into one user-facing line (never with the key in it)."""
         shown = redact_url(url)
         if isinstance(exc, openai.APIConnectionError):
@@ -395,8 +397,8 @@ class OpenAIBackend:
             message = scrub(server_message(exc.body, exc.message), key)
             if status in (401, 403):
                 return CaiError(
-                    f"authentication failed at {shown} (HTTP {status}) with the key from environment variable "
-                    f"{self.api_key_env}",
+                    f"authentication failed at {shown} (HTTP {status}) with the key from "
+                    f"environment variable {self.api_key_env}",
                     hint=f"export {self.api_key_env}=<a valid key> or pass --api-key-env NAME",
                 )
             cap = top_logprobs_cap(message) if scoring and learn_cap and status in (400, 422) else None
@@ -405,12 +407,14 @@ class OpenAIBackend:
             if scoring and status in (400, 404, 422, 501) and _mentions_scoring_field(message):
                 return ScoringUnsupported(
                     f"OpenAI-compatible server at {shown} rejected a scoring request (logprobs or continuing "
-                    f"an assistant turn): HTTP {status}: {message}; the caller will fall back to generated answers"
+                    f"an assistant turn): HTTP {status}: {message}; the caller will fall back to "
+                    f"generated answers"
                 )
             if status == 404:
                 return CaiError(
                     f"model {self.model!r} not found at {shown} (HTTP 404): {message}",
-                    hint=f"check --model against {shown}/models, and that --base-url ends with the API prefix (/v1)",
+                    hint=f"check --model against {shown}/models, and that --base-url ends with the API "
+                         f"prefix (/v1)",
                 )
             hint = None
             if status in (400, 422) and _mentions_scoring_field(message):
@@ -487,8 +491,9 @@ class OpenAIBackend:
             response = await self._call(clients, limit, key, k, request, scoring=True, learn_cap=True)
         except _TopLogprobsCap as cap:  # retry once at the server's cap, and keep it for later requests
             if cap.limit < self.top_logprobs:
-                log.warning("OpenAI-compatible server at %s caps top_logprobs at %d (TGI: --max-top-n-tokens); "
-                            "scoring with the top %d from now on (an option outside them counts as not listed)",
+                log.warning("OpenAI-compatible server at %s caps top_logprobs at %d (TGI: "
+                            "--max-top-n-tokens); scoring with the top %d from now on (an option outside "
+                            "them counts as not listed)",
                             redact_url(base_url_for(k, self.base_urls)), cap.limit, cap.limit)
             self.top_logprobs = min(self.top_logprobs, cap.limit)
             request["top_logprobs"] = self.top_logprobs

@@ -73,14 +73,16 @@ def option_logprobs(top_logprobs: Sequence[Mapping[str, Any]], options: Sequence
     comparison rests on the tokens that tell the options apart.
 
     >>> top = [{"token": "(", "logprob": -0.1}, {"token": "A", "logprob": -2.0},
-    ...        {"token": " A", "logprob": -3.0}, {"token": "B", "logprob": -4.0}, {"token": "The", "logprob": -6.0}]
+    ...        {"token": " A", "logprob": -3.0}, {"token": "B", "logprob": -4.0},
+    ...        {"token": "The", "logprob": -6.0}]
     >>> [round(x, 3) for x in option_logprobs(top, ["(A)", "(B)"])]
     [-1.687, -4.0]
     >>> option_logprobs(top, ["(A)", "(C)"])[1]  # absent beside a listed option: the smallest listed log-prob
     -6.0
     >>> option_logprobs(top, ["(C)", "(D)"])  # neither listed: a failed read
     [-inf, -inf]
-    >>> [round(x, 3) for x in option_logprobs([{"token": "Yes", "logprob": -0.5}, {"token": "Y", "logprob": -2.5}],
+    >>> [round(x, 3) for x in option_logprobs([{"token": "Yes", "logprob": -0.5},
+    ...                                        {"token": "Y", "logprob": -2.5}],
     ...                                        ["Yes", "No"])]
     [-0.373, -2.5]
     >>> option_logprobs([], ["A", "B"])
@@ -126,13 +128,17 @@ def is_short_option(text: str) -> bool:
 
 
 def check_short_options(continuations: Sequence[Sequence[str]]) -> None:
-    """Raise :class:`ScoringUnsupported` for any continuation that is not a short option (``ValueError`` for ``""``).
+    """Raise :class:`ScoringUnsupported` for any continuation that is not a short option (``ValueError`` for
+    ``""``).
 
     >>> check_short_options([["A", "B"], ["Yes", "No"]])
-    >>> check_short_options([["Sure, here is a recipe."]])
+    >>> check_short_options([["Sure, here is a recipe."]])  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    cai.backends.protocol.ScoringUnsupported: the OpenAI-compatible backend scores only short options (at most 8 characters, no inner whitespace, like A/B or Yes/No): it reads the top log-probs of the first generated token, so a continuation of 23 characters ('Sure, here is a recipe.') would be scored by its first token only
+    cai.backends.protocol.ScoringUnsupported: the OpenAI-compatible backend scores only short options (at most
+    8 characters, no inner whitespace, like A/B or Yes/No): it reads the top log-probs of the first generated
+    token, so a continuation of 23 characters ('Sure, here is a recipe.') would be scored by its first token
+    only
     """
     for conts in continuations:
         for text in conts:
@@ -142,9 +148,9 @@ def check_short_options(continuations: Sequence[Sequence[str]]) -> None:
                 shown = text if len(text) <= 40 else text[:37] + "..."
                 raise ScoringUnsupported(
                     f"the OpenAI-compatible backend scores only short options (at most {MAX_OPTION_CHARS} "
-                    f"characters, no inner whitespace, like A/B or Yes/No): it reads the top log-probs of the "
-                    f"first generated token, so a continuation of {len(text)} characters ({shown!r}) would be "
-                    f"scored by its first token only"
+                    f"characters, no inner whitespace, like A/B or Yes/No): it reads the top "
+                    f"log-probs of the first generated token, so a continuation of {len(text)} characters "
+                    f"({shown!r}) would be scored by its first token only"
                 )
 
 

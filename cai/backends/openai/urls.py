@@ -21,10 +21,11 @@ def normalize_base_url(url: str) -> str:
 
     >>> normalize_base_url("http://127.0.0.1:8000/v1/")
     'http://127.0.0.1:8000/v1'
-    >>> normalize_base_url("localhost:8000/v1")
+    >>> normalize_base_url("localhost:8000/v1")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    cai.core.errors.CaiError: invalid base URL 'localhost:8000/v1': expected an http:// or https:// URL with a host (fix: pass --base-url like http://127.0.0.1:8000/v1)
+    cai.core.errors.CaiError: invalid base URL 'localhost:8000/v1': expected an http:// or https:// URL with a
+    host (fix: pass --base-url like http://127.0.0.1:8000/v1)
     """
     text = str(url).strip()
     parts = urlsplit(text)

@@ -67,8 +67,8 @@ def judge_candidates(records: Sequence[RevisionRecord], sft_round: int | None = 
     ``records`` must be re-gated already (:func:`cai.stages.critique.outputs.regate`).
 
     >>> from cai.core.records import RevisionRound
-    >>> rnd = RevisionRound(index=1, principle_id="p", revision_request="r", revision="rev", revision_raw="rev",
-    ...                     revision_finish_reason="stop")
+    >>> rnd = RevisionRound(index=1, principle_id="p", revision_request="r", revision="rev",
+    ...                     revision_raw="rev", revision_finish_reason="stop")
     >>> rec = RevisionRecord(id="x", prompt_id="p", prompt=[Message(role="user", content="q")], answer="ans",
     ...     answer_finish_reason="stop", rounds=[rnd], provenance=Provenance())
     >>> [(c.trace_id, c.round, c.revision, c.answer) for c in judge_candidates([rec])]
@@ -141,7 +141,8 @@ def _judgement(jid: str, c: Candidate, judgements: list, ident: Mapping[str, Any
         error="the principle was not read successfully in both orders" if failed else None,
         provenance=Provenance(constitution=constitution.ref(), principle_ids=[c.principle_id],
                               model=ident.get("model"), backend=ident.get("backend"), seed=ident.get("seed")),
-        metadata={"trace_id": c.trace_id, "round": c.round, "answer_a": "revision", "answer_b": "initial answer"},
+        metadata={"trace_id": c.trace_id, "round": c.round, "answer_a": "revision",
+                  "answer_b": "initial answer"},
     )
 
 
@@ -237,7 +238,8 @@ def has_signal(
     >>> def j(p_ab, p_ba):
     ...     from cai.core.records import Judgement
     ...     return LabelRecord(id="i", pair_id="p", prompt=[Message(role="user", content="q")],
-    ...         answer_a=[Message(role="assistant", content="r")], answer_b=[Message(role="assistant", content="a")],
+    ...         answer_a=[Message(role="assistant", content="r")],
+    ...         answer_b=[Message(role="assistant", content="a")],
     ...         status="ok", p_a=(p_ab + p_ba) / 2, p_a_ab=p_ab, p_a_ba=p_ba,
     ...         position_consistent=(p_ab - .5) * (p_ba - .5) > 0, principle_ids=["s"], judgements=[],
     ...         provenance=Provenance())

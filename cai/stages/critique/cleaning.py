@@ -54,7 +54,8 @@ FLAGS = (
 """Every flag, in the order :func:`clean_revision` reports them."""
 
 ANSWER_FLAGS = ("empty", "truncated", "leak-role", "leak-template", "repetition", "copy-example")
-"""The rules that apply to a plain answer (:func:`answer_flags`; ``copy-example`` only after few-shot examples)."""
+"""The rules that apply to a plain answer (:func:`answer_flags`; ``copy-example`` only after few-shot
+examples)."""
 
 CRITIQUE_FLAGS = ("critique-copy-example",)
 """The rules on a round's critique (:func:`critique_flags`); each also flags the round's revision."""
@@ -90,22 +91,24 @@ COPY_WORDS = 6
 REPEAT_N, MAX_REPEAT_SHARE, MIN_REPEAT_WORDS = 4, 0.4, 12
 """Repetition: more than ``MAX_REPEAT_SHARE`` of the text's word ``REPEAT_N``-grams repeat an earlier one."""
 CRITIQUE_N, MAX_CRITIQUE_SHARE = 4, 0.5
-"""Copy of the critique: at least ``MAX_CRITIQUE_SHARE`` of the revision's word 4-grams come from the critique."""
+"""Copy of the critique: at least ``MAX_CRITIQUE_SHARE`` of the revision's word 4-grams come from the
+critique."""
 MIN_TOPIC_WORDS, STEM_CHARS = 5, 5
-"""Off-topic: judged only on texts with ``MIN_TOPIC_WORDS`` content words; words compared on ``STEM_CHARS``."""
+"""Off-topic: judged only on texts with ``MIN_TOPIC_WORDS`` content words; words compared on
+``STEM_CHARS``."""
 
 STOPWORDS = frozenset("""
 a about above after again against all also am an and any are aren't as at be because been before being below
-between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down during each few
-for from further had hadn't has hasn't have haven't having he he'd he'll he's her here here's hers herself him
-himself his how how's i i'd i'll i'm i've if in into is isn't it it's its itself let's me more most mustn't my
-myself no nor not of off on once only or other ought our ours ourselves out over own same shan't she she'd she'll
-she's should shouldn't so some such than that that's the their theirs them themselves then there there's these
-they they'd they'll they're they've this those through to too under until up very was wasn't we we'd we'll we're
-we've were weren't what what's when when's where where's which while who who's whom why why's with won't would
-wouldn't you you'd you'll you're you've your yours yourself yourselves just like get got make made really well
-know think want going thing things something anything someone anyone people way ways good even much many yes
-okay sure please thank thanks sorry help response answer question
+between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down during each
+few for from further had hadn't has hasn't have haven't having he he'd he'll he's her here here's hers herself
+him himself his how how's i i'd i'll i'm i've if in into is isn't it it's its itself let's me more most
+mustn't my myself no nor not of off on once only or other ought our ours ourselves out over own same shan't
+she she'd she'll she's should shouldn't so some such than that that's the their theirs them themselves then
+there there's these they they'd they'll they're they've this those through to too under until up very was
+wasn't we we'd we'll we're we've were weren't what what's when when's where where's which while who who's whom
+why why's with won't would wouldn't you you'd you'll you're you've your yours yourself yourselves just like
+get got make made really well know think want going thing things something anything someone anyone people way
+ways good even much many yes okay sure please thank thanks sorry help response answer question
 """.split())
 """Words that carry no topic: function words and the generic words of any assistant turn."""
 
@@ -176,8 +179,10 @@ def request_fragments(request: str, min_words: int = MIN_LEAK_WORDS) -> list[str
 
     The whole request, and each of its sentences of at least ``min_words`` words.
 
-    >>> request_fragments("Rewrite the response. Remove every harmful part of the answer please.")
-    ['rewrite the response. remove every harmful part of the answer please.', 'remove every harmful part of the answer please.']
+    >>> request_fragments("Rewrite the response. Remove every harmful part of the answer "
+    ...                   "please.")  # doctest: +NORMALIZE_WHITESPACE
+    ['rewrite the response. remove every harmful part of the answer please.', 'remove every harmful part of
+    the answer please.']
     """
     whole = normalise_ws(request).lower()
     if not whole:
@@ -202,12 +207,14 @@ def leaks_request(text: str, requests: Iterable[str | None]) -> bool:
     (one shares five: "if the person has a").
 
     >>> req = "Point out anything harmful in the response and explain why it is harmful."
-    >>> leaks_request("Sure. Point out anything harmful in the response and explain why it is harmful.", [req])
+    >>> leaks_request("Sure. Point out anything harmful in the response and explain why it is harmful.",
+    ...               [req])
     True
     >>> leaks_request("I can't help with that, but a locksmith can.", [req, None])
     False
     >>> leaks_request("You can remove or hide the synthesis, quantity and deployment details for poisons.",
-    ...               ["Rewrite the response to remove synthesis, quantity and deployment details for poisons."])
+    ...               ["Rewrite the response to remove synthesis, quantity and deployment details "
+    ...                "for poisons."])
     True
     """
     reqs = [r for r in requests if r]
@@ -218,7 +225,8 @@ def leaks_request(text: str, requests: Iterable[str | None]) -> bool:
 
 
 def leaks_label(text: str) -> bool:
-    """Whether scaffolding labels leaked: ``CritiqueRequest`` anywhere, ``Critique:``/``Revision:`` at a line start.
+    """Whether scaffolding labels leaked: ``CritiqueRequest`` anywhere, ``Critique:``/``Revision:`` at a line
+    start.
 
     >>> leaks_label("Fine.\\nCritique: the answer is rude."), leaks_label("See the RevisionRequest above")
     (True, True)
@@ -287,9 +295,11 @@ def is_repetitive(text: str, n: int = REPEAT_N, max_share: float = MAX_REPEAT_SH
     0.03%). The embedded model's loops ("This is not a compliment." fifteen
     times) score 0.46-0.86.
 
-    >>> is_repetitive("It is shameful to think that. " * 4), is_repetitive("No. " * 30), is_repetitive("No. " * 9)
+    >>> (is_repetitive("It is shameful to think that. " * 4), is_repetitive("No. " * 30),
+    ...  is_repetitive("No. " * 9))
     (True, True, False)
-    >>> is_repetitive("First, open Settings. Second, open Privacy and click on Pop-ups. Third, click on Block.")
+    >>> is_repetitive("First, open Settings. Second, open Privacy and click on Pop-ups. Third, "
+    ...               "click on Block.")
     False
     """
     seq = words(text)
@@ -321,7 +331,8 @@ def copied_runs(text: str, sources: Iterable[str | None], n: int = COPY_WORDS,
 
     >>> sorted(copied_runs("so ask your neighbour first, ok", ["Ask your neighbour first."], 3))
     [('ask', 'your', 'neighbour'), ('your', 'neighbour', 'first')]
-    >>> copied_runs("ask your neighbour first", ["Ask your neighbour first."], 3, exclude=["your neighbour first?"])
+    >>> copied_runs("ask your neighbour first", ["Ask your neighbour first."], 3,
+    ...             exclude=["your neighbour first?"])
     {('ask', 'your', 'neighbour')}
     """
     return set(_text_grams(text, n)) & _grams(sources, n) - _grams(exclude, n)
@@ -342,7 +353,8 @@ def example_texts(examples: Iterable[object]) -> list[str]:
 
 def copies_examples(text: str, examples: Iterable[str], context: Iterable[str | None] = (),
                     n: int = COPY_WORDS) -> bool:
-    """Whether ``text`` shares ``n`` (6) consecutive words with a few-shot example's text, not from ``context``.
+    """Whether ``text`` shares ``n`` (6) consecutive words with a few-shot example's text, not from
+    ``context``.
 
     ``examples`` are the texts of :func:`example_texts`; ``context`` the prompt
     and the answer (a prompt that is itself an example's prompt does not count).
@@ -358,8 +370,10 @@ def copies_examples(text: str, examples: Iterable[str], context: Iterable[str | 
     return bool(copied_runs(text, examples, n, context))
 
 
-def copied_share(text: str, source: str | None, n: int = CRITIQUE_N, exclude: Iterable[str | None] = ()) -> float:
-    """The share of ``text``'s word ``n``-grams found in ``source`` but not in ``exclude`` (0 for short texts).
+def copied_share(text: str, source: str | None, n: int = CRITIQUE_N,
+                 exclude: Iterable[str | None] = ()) -> float:
+    """The share of ``text``'s word ``n``-grams found in ``source`` but not in ``exclude`` (0 for short
+    texts).
 
     >>> copied_share("the answer helps break in to the house", "It helps break in to the house.")
     0.6
@@ -407,18 +421,21 @@ def talks_about_response(text: str) -> bool:
 
 
 def content_words(text: str, stem: int = STEM_CHARS) -> set[str]:
-    """The topic words of a text: words of four or more letters not in :data:`STOPWORDS`, cut to ``stem`` letters.
+    """The topic words of a text: words of four or more letters not in :data:`STOPWORDS`, cut to ``stem``
+    letters.
 
     Cutting to a prefix is a crude stemmer ("reputation"/"reputable" -> "reput").
 
     >>> sorted(content_words("What is the best way to tarnish somebody's reputation?"))
     ['best', 'reput', 'someb', 'tarni']
     """
-    return {w[:stem] for w in words(text) if len(w) >= 4 and w.replace("'", "").isalpha() and w not in STOPWORDS}
+    return {w[:stem] for w in words(text)
+            if len(w) >= 4 and w.replace("'", "").isalpha() and w not in STOPWORDS}
 
 
 def is_off_topic(text: str, context: Iterable[str | None], min_words: int = MIN_TOPIC_WORDS) -> bool:
-    """Whether a text of ``min_words`` (5) content words or more shares none with ``context`` and is no refusal.
+    """Whether a text of ``min_words`` (5) content words or more shares none with ``context`` and is no
+    refusal.
 
     ``context`` is the prompt's turns and the answer(s) being revised. A refusal
     ("I can't help with that.") needs no topic words, so it is never off-topic
@@ -462,7 +479,8 @@ def prompt_text(messages: Iterable[object]) -> str:
     return "\n".join(m.content for m in messages if m.role != "system")  # type: ignore[attr-defined]
 
 
-def critique_flags(critique: str | None, examples: Iterable[str] = (), context: Iterable[str | None] = ()) -> list[str]:
+def critique_flags(critique: str | None, examples: Iterable[str] = (),
+                   context: Iterable[str | None] = ()) -> list[str]:
     """Why a round's critique is degenerate (each reason also flags the round's revision).
 
     ``critique-copy-example``: it copies a few-shot example's text (:func:`copies_examples`),

@@ -80,7 +80,7 @@ class CritiqueConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    rounds: int = Field(2, ge=1, le=32)
+    rounds: int = Field(2, ge=0, le=32)  # 0: initial answers only (context distillation)
     samples_per_prompt: int = Field(1, ge=1, le=64)
     no_critique: bool = False
     few_shot: bool = True
@@ -97,12 +97,14 @@ class CritiqueConfig(BaseModel):
 
 
 def record_id(
-    kind: RevisionKind, prompt_id: str, sample: int, model: str, backend: str, config: CritiqueConfig, constitution_hash: str
+    kind: RevisionKind, prompt_id: str, sample: int, model: str, backend: str, config: CritiqueConfig,
+    constitution_hash: str
 ) -> str:
     """Deterministic id of one trace: everything that determines it (batch size excluded).
 
     >>> c = CritiqueConfig()
-    >>> record_id("revision", "p", 0, "m", "hf", c, "h") == record_id("revision", "p", 0, "m", "hf", c.model_copy(update={"batch_size": 1}), "h")
+    >>> (record_id("revision", "p", 0, "m", "hf", c, "h")
+    ...  == record_id("revision", "p", 0, "m", "hf", c.model_copy(update={"batch_size": 1}), "h"))
     True
     >>> record_id("revision", "p", 0, "m", "hf", c, "h") == record_id("revision", "p", 1, "m", "hf", c, "h")
     False
@@ -110,7 +112,8 @@ def record_id(
     ``answer_few_shot`` enters the id only when it is on, so older ids stay valid:
 
     >>> shots = c.model_copy(update={"answer_few_shot": True})
-    >>> record_id("revision", "p", 0, "m", "hf", c, "h") == record_id("revision", "p", 0, "m", "hf", shots, "h")
+    >>> (record_id("revision", "p", 0, "m", "hf", c, "h")
+    ...  == record_id("revision", "p", 0, "m", "hf", shots, "h"))
     False
     >>> record_id("helpful", "p", 0, "m", "hf", c, "h") == record_id("helpful", "p", 0, "m", "hf", shots, "h")
     True
@@ -193,7 +196,8 @@ def critique_revise(
     batch: list[list[_Trace]] = []
     queued: set[str] = set()  # a prompt listed twice has one id: compute it once
     for prompt, kind in items:
-        group = [t for t in _new_traces(prompt, kind, constitution, backend, config, done) if t.rid not in queued]
+        group = [t for t in _new_traces(prompt, kind, constitution, backend, config, done)
+                 if t.rid not in queued]
         if not group:
             continue
         queued.update(t.rid for t in group)
@@ -242,7 +246,8 @@ def _run_batch(
     answer_shots = answer_example_turns(constitution) if config.answer_few_shot else []
     chats = [answer_chat(g[0].system, g[0].turns, answer_shots if g[0].kind == "revision" else None)
              for g in groups]
-    answers = _generate(backend, chats, params.model_copy(update={"n": config.samples_per_prompt}), "answers", on_step)
+    answers = _generate(backend, chats, params.model_copy(update={"n": config.samples_per_prompt}),
+                        "answers", on_step)
     for gen in answers:
         for t in groups[gen.index]:
             if t.sample == gen.sample:
@@ -254,9 +259,11 @@ def _run_batch(
     for r in range(1, config.rounds + 1):
         if not revising:
             break
-        shots = {t.principles[r - 1].id: _few_shot(constitution, t.principles[r - 1], config) for t in revising}
+        shots = {t.principles[r - 1].id: _few_shot(constitution, t.principles[r - 1], config)
+                 for t in revising}
         if not config.no_critique:
-            chats = [critique_chat(t.system, shots[t.principles[r - 1].id], t.conversation, t.principles[r - 1])
+            chats = [critique_chat(t.system, shots[t.principles[r - 1].id], t.conversation,
+                                   t.principles[r - 1])
                      for t in revising]
             for gen in _generate(backend, chats, params, f"round {r} critiques", on_step):
                 revising[gen.index].pending_critique = gen
@@ -284,7 +291,8 @@ def _add_round(t: _Trace, r: int, gen: Generation, examples: list[str]) -> None:
     assert t.answer is not None, "every trace gets an answer in step 0"
     text, flags = clean_revision(
         gen.text, gen.finish_reason, t.latest, [p.critique if crit else None, p.revision],
-        prompt=prompt_text(t.turns), answer=t.answer.text, critique=crit.text if crit else None, examples=examples,
+        prompt=prompt_text(t.turns), answer=t.answer.text, critique=crit.text if crit else None,
+        examples=examples,
     )
     t.rounds.append(
         RevisionRound(
@@ -306,7 +314,8 @@ def _add_round(t: _Trace, r: int, gen: Generation, examples: list[str]) -> None:
     t.latest, t.pending_critique = text, None
 
 
-def _record(t: _Trace, constitution: Constitution, backend: Backend, config: CritiqueConfig) -> RevisionRecord:
+def _record(t: _Trace, constitution: Constitution, backend: Backend,
+            config: CritiqueConfig) -> RevisionRecord:
     assert t.answer is not None, "every trace gets an answer in step 0"
     own_system = bool(t.prompt.messages()) and t.prompt.messages()[0].role == "system"
     return RevisionRecord(

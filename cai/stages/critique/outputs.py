@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SFT_FILE, PAIRS_FILE, STATS_FILE, REVISIONS_FILE = "sft.jsonl", "pairs_revision.jsonl", "stats.json", "revisions.jsonl"
+SFT_FILE, PAIRS_FILE, STATS_FILE, REVISIONS_FILE = ("sft.jsonl", "pairs_revision.jsonl", "stats.json",
+                                                    "revisions.jsonl")
 
 SFTSource = Literal["revision", "initial", "best"]
 SFT_SOURCES: tuple[SFTSource, ...] = ("revision", "initial", "best")
@@ -90,8 +91,8 @@ def regate(record: RevisionRecord, examples: Sequence[str] | None = None) -> Rev
     >>> loop = "This is not a compliment. " * 6
     >>> rec = RevisionRecord(id="x", prompt_id="p", prompt=[Message(role="user", content="q")], answer="a",
     ...     answer_finish_reason="stop", provenance=Provenance(), rounds=[RevisionRound(index=1,
-    ...     principle_id="p", revision_request="r", revision=loop, revision_raw=loop, revision_finish_reason="stop",
-    ...     flags=["old-rule"])])
+    ...     principle_id="p", revision_request="r", revision=loop, revision_raw=loop,
+    ...     revision_finish_reason="stop", flags=["old-rule"])])
     >>> regate(rec).rounds[0].flags
     ['repetition', 'old-rule']
     """
@@ -99,20 +100,23 @@ def regate(record: RevisionRecord, examples: Sequence[str] | None = None) -> Rev
     previous, rounds = record.answer, []
     for rnd in record.rounds:
         _, flags = clean_revision(
-            rnd.revision_raw, rnd.revision_finish_reason, previous, [rnd.critique_request, rnd.revision_request],
+            rnd.revision_raw, rnd.revision_finish_reason, previous,
+            [rnd.critique_request, rnd.revision_request],
             prompt=prompt, answer=record.answer, critique=rnd.critique, examples=examples or (),
         )
         rounds.append(rnd.model_copy(update={"flags": _merge(flags, rnd.flags)}))
         previous = rnd.revision
     shown = examples if record.answer_few_shot and examples else ()
-    answer = _merge(answer_flags(record.answer, record.answer_finish_reason, examples=shown, context=[prompt]),
+    answer = _merge(answer_flags(record.answer, record.answer_finish_reason, examples=shown,
+                                 context=[prompt]),
                     record.answer_flags)
     return record.model_copy(update={"rounds": rounds, "answer_flags": answer})
 
 
 @dataclass(frozen=True)
 class SFTPick:
-    """What a trace puts in ``sft.jsonl``: ``round`` (0: its answer), the text, where it comes from and why."""
+    """What a trace puts in ``sft.jsonl``: ``round`` (0: its answer), the text, where it comes from and
+    why."""
 
     round: int
     text: str
@@ -139,8 +143,8 @@ def pick_sft(
     (each flag of the revisions considered) and ``answer: <flag>``.
 
     >>> from cai.core.records import Provenance, RevisionRound
-    >>> rnd = RevisionRound(index=1, principle_id="p", revision_request="r", revision="rev", revision_raw="rev",
-    ...                     revision_finish_reason="stop")
+    >>> rnd = RevisionRound(index=1, principle_id="p", revision_request="r", revision="rev",
+    ...                     revision_raw="rev", revision_finish_reason="stop")
     >>> rec = RevisionRecord(id="x", prompt_id="p", prompt=[Message(role="user", content="q")], answer="ans",
     ...     answer_finish_reason="stop", rounds=[rnd], provenance=Provenance())
     >>> pick_sft(rec)[0]
@@ -167,7 +171,8 @@ def pick_sft(
     rev_reasons = [f"revision: {f}" for f in dict.fromkeys(f for r in considered for f in r.flags)]
     if not considered:
         rev_reasons = ["revision: no round"]
-    ans_reasons = [f"answer: {f}" for f in record.answer_flags or ([] if record.answer.strip() else ["empty"])]
+    ans_reasons = [f"answer: {f}"
+                   for f in record.answer_flags or ([] if record.answer.strip() else ["empty"])]
     initial = SFTPick(0, record.answer, "initial", "") if answer_ok(record) else None
 
     def revision(why: str) -> SFTPick:
@@ -177,7 +182,8 @@ def pick_sft(
     if sft_source == "revision":
         return (revision("clean revision"), []) if rev else (None, rev_reasons)
     if sft_source == "initial":
-        return (SFTPick(0, record.answer, "initial", "initial answer"), []) if initial else (None, ans_reasons)
+        return ((SFTPick(0, record.answer, "initial", "initial answer"), []) if initial
+                else (None, ans_reasons))
     if rev is None:
         if initial is None:
             return None, rev_reasons + ans_reasons
@@ -259,7 +265,8 @@ def sft_record(record: RevisionRecord, choice: tuple[int, str], sft_round: int |
 
 
 def revision_pair(record: RevisionRecord, choice: tuple[int, str]) -> PreferenceRecord | None:
-    """The chosen revision over the initial answer, labelled as the revision shortcut (None if they are equal)."""
+    """The chosen revision over the initial answer, labelled as the revision shortcut (None if they are
+    equal)."""
     round_, text = choice
     if record.kind != "revision" or round_ == 0 or text == record.answer:
         return None
@@ -272,7 +279,8 @@ def revision_pair(record: RevisionRecord, choice: tuple[int, str]) -> Preference
         source="revision",
         provenance=_provenance(record, round_),
         metadata={
-            "label": "revision shortcut: the revision is assumed better than the initial answer (no AI feedback)",
+            "label": "revision shortcut: the revision is assumed better than the initial answer "
+            "(no AI feedback)",
             "revision_id": record.id,
             "round": round_,
             "prompt_id": record.prompt_id,
@@ -306,7 +314,8 @@ def compute_stats(
     judged: Mapping[str, float] | None = None,
     judge_signal: bool = False,
 ) -> dict[str, Any]:
-    """Counts, % revised, flags by reason, per-principle counts, mean lengths (characters), and the SFT choice.
+    """Counts, % revised, flags by reason, per-principle counts, mean lengths (characters), and the SFT
+    choice.
 
     ``sft_rows`` = ``sft_revision_rows`` (completions that are revisions) +
     ``sft_initial_rows`` (initial answers of red-team traces) + ``sft_helpful_rows``;
@@ -389,10 +398,13 @@ def format_summary(stats: dict[str, Any]) -> str:
         f"traces: {stats['records']} ({stats['revision_records']} revised prompts x samples over "
         f"{stats['prompts']} prompts, {stats['helpful_records']} helpful), rounds: {stats['rounds']}",
         f"revised (clean revision in SFT): {stats['sft_revision_rows']}/{stats['revision_records']} "
-        f"({stats['revised_pct']}%); fallbacks to an earlier round: {stats['sft_fallbacks']}; left out: {stats['left_out']}",
-        f"revisions flagged: {stats['flagged_revisions']}/{stats['revisions']} ({stats['flagged_pct']}%): {flags}",
+        f"({stats['revised_pct']}%); fallbacks to an earlier round: {stats['sft_fallbacks']}; left out: "
+        f"{stats['left_out']}",
+        f"revisions flagged: {stats['flagged_revisions']}/{stats['revisions']} "
+        f"({stats['flagged_pct']}%): {flags}",
         f"principles (rounds): {principles}",
-        f"mean chars: answer {mc['answer']}, revised answers before {mc['answer_of_revised']} -> after {mc['sft_revision']}"
+        f"mean chars: answer {mc['answer']}, revised answers before {mc['answer_of_revised']} -> after "
+        f"{mc['sft_revision']}"
         + (f", helpful answer {mc['helpful_answer']}" if stats["helpful_records"] else ""),
         f"sft rows: {stats['sft_rows']} ({stats['sft_revision_rows']} revisions + "
         f"{stats.get('sft_initial_rows', 0)} initial answers + {stats['sft_helpful_rows']} helpful)"
@@ -401,15 +413,17 @@ def format_summary(stats: dict[str, Any]) -> str:
     if "sft_why" in stats:
         lines.append(f"sft source {stats['sft_source']}: {_counts(stats['sft_why'])}")
         lines.append(f"left out {stats['left_out']} red-team trace(s): {_counts(stats['left_out_why'])}"
-                     + (f"; helpful left out {stats['helpful_left_out']}: {_counts(stats['helpful_left_out_why'])}"
+                     + (f"; helpful left out {stats['helpful_left_out']}: "
+                        f"{_counts(stats['helpful_left_out_why'])}"
                         if stats["helpful_left_out"] else ""))
     judge = stats.get("judge")
     if judge is not None:
         f = judge["figures"]
         verdict = "yes" if judge["signal"] else f"no ({'; '.join(judge['reasons'])})"
-        lines.append(f"judge (revision vs initial answer): signal {verdict}; {f.get('judged', 0)} judged pair(s)"
-                     + (f", position consistency {100 * f['consistency']:.1f}%" if f.get("consistency") is not None
-                        else ""))
+        lines.append(f"judge (revision vs initial answer): signal {verdict}; {f.get('judged', 0)} "
+                     f"judged pair(s)"
+                     + (f", position consistency {100 * f['consistency']:.1f}%"
+                        if f.get("consistency") is not None else ""))
     return "\n".join(lines)
 
 
@@ -453,14 +467,17 @@ def derive_outputs(
     rows = [sft_record(r, (p.round, p.text), sft_round, p if sft_source != "revision" else None)
             for r, p in picks if p is not None]
     n_sft = write_records_atomic(out / SFT_FILE, rows)
-    stats = compute_stats(gated, sft_round, sft_source=sft_source, judged=judged, judge_signal=bool(judge_signal))
+    stats = compute_stats(gated, sft_round, sft_source=sft_source, judged=judged,
+                          judge_signal=bool(judge_signal))
     stats["other_records"] = len(records) - len(kept)
     stats["judge"] = judge
     stats["pairs"] = None
     if revision_pairs:
-        pairs = [x for r, p in picks if p is not None for x in [revision_pair(r, (p.round, p.text))] if x is not None]
+        pairs = [x for r, p in picks if p is not None for x in [revision_pair(r, (p.round, p.text))]
+                 if x is not None]
         stats["pairs"] = write_records_atomic(out / PAIRS_FILE, pairs)
     write_json_atomic(out / STATS_FILE, stats)
     log.info("derived %s (%d rows)%s and %s from %s", out / SFT_FILE, n_sft,
-             f", {out / PAIRS_FILE} ({stats['pairs']} pairs)" if revision_pairs else "", out / STATS_FILE, source)
+             f", {out / PAIRS_FILE} ({stats['pairs']} pairs)" if revision_pairs else "",
+             out / STATS_FILE, source)
     return stats

@@ -49,7 +49,8 @@ def split_system(prompt: list[Message], default_system: str | None) -> tuple[str
     >>> s, turns = split_system([Message(role="user", content="hi")], "Be kind.")
     >>> s, [m.role for m in turns]
     ('Be kind.', ['user'])
-    >>> split_system([Message(role="system", content="Pirate."), Message(role="user", content="hi")], "Be kind.")[0]
+    >>> split_system([Message(role="system", content="Pirate."), Message(role="user", content="hi")],
+    ...              "Be kind.")[0]
     'Pirate.'
     >>> split_system([Message(role="user", content="hi")], "")[0] is None
     True
@@ -114,7 +115,8 @@ def answer_example_turns(constitution: Constitution) -> list[Message]:
     return turns
 
 
-def answer_chat(system: str | None, turns: list[Message], few_shot: list[Message] | None = None) -> list[Message]:
+def answer_chat(system: str | None, turns: list[Message],
+                few_shot: list[Message] | None = None) -> list[Message]:
     """The chat that asks for the initial answer: ``[system] + [few_shot] + prompt turns``.
 
     >>> [m.role for m in answer_chat("S", [Message(role="user", content="q")])]
@@ -129,7 +131,8 @@ def answer_chat(system: str | None, turns: list[Message], few_shot: list[Message
 def critique_chat(
     system: str | None, few_shot: list[Message], conversation: list[Message], principle: Principle
 ) -> list[Message]:
-    """Ask for a critique of the last assistant turn of ``conversation`` (prompt turns, answer, earlier rounds).
+    """Ask for a critique of the last assistant turn of ``conversation`` (prompt turns, answer, earlier
+    rounds).
 
     >>> p = Principle(id="a", critique="Find harm.", revision="Remove harm.")
     >>> convo = [Message(role="user", content="q"), Message(role="assistant", content="ans")]
@@ -169,7 +172,8 @@ def round_turns(principle: Principle, critique: str | None, revision: str | None
     """
     turns: list[Message] = []
     if critique is not None:
-        turns += [Message(role="user", content=principle.critique), Message(role="assistant", content=critique)]
+        turns += [Message(role="user", content=principle.critique),
+                  Message(role="assistant", content=critique)]
     turns.append(Message(role="user", content=principle.revision))
     if revision is not None:
         turns.append(Message(role="assistant", content=revision))

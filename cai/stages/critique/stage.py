@@ -1,4 +1,5 @@
-"""The SL-CAI stage as one function: traces appended to ``revisions.jsonl``, then the derived SFT set and stats.
+"""The SL-CAI stage as one function: traces appended to ``revisions.jsonl``, then the derived SFT set and
+stats.
 
 :func:`run_critique` is what ``cai critique`` and ``cai run``'s ``critique`` stage both call:
 
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai.backends.protocol import Backend
 from cai.backends.spec import BackendSpec
@@ -43,6 +44,13 @@ class CritiqueStageConfig(BaseModel):
     sft_round: int | None = Field(None, ge=1)
     revision_pairs: bool = False
     sft_source: SFTSource = "revision"  # revision | initial (context distillation) | best
+
+    @model_validator(mode="after")
+    def _rounds(self) -> CritiqueStageConfig:
+        if self.loop.rounds == 0 and self.sft_source != "initial":
+            raise ValueError(f"rounds 0 makes no revision to train on: sft_source {self.sft_source!r} needs "
+                             "rounds >= 1 (or use sft_source initial)")
+        return self
 
 
 def trace_ids(records: Sequence[PromptRecord], helpful: Sequence[PromptRecord], spec: BackendSpec,
@@ -96,5 +104,6 @@ def run_critique(
         reader = FeedbackReader(LazyBackend(feedback or spec), constitution, seed=loop.params.seed)
         judged, judge = judge_best(out_dir, ids, reader, constitution, config.sft_round)
     return derive_outputs(out_dir, sft_round=config.sft_round, revision_pairs=config.revision_pairs, ids=ids,
-                          sft_source=config.sft_source, judged=judged, judge_signal=bool(judge and judge["signal"]),
+                          sft_source=config.sft_source, judged=judged,
+                          judge_signal=bool(judge and judge["signal"]),
                           judge=judge, constitution=constitution)

@@ -92,7 +92,8 @@ def render_conversation(prompt: Sequence[Message]) -> str:
     return "\n\n".join(f"{names[m.role]}: {m.content.strip()}" for m in prompt if m.role in names)
 
 
-def feedback_request(prompt: Sequence[Message], question: str, first: str, second: str, instruction: str) -> str:
+def feedback_request(prompt: Sequence[Message], question: str, first: str, second: str,
+                     instruction: str) -> str:
     """The user turn: the conversation, the comparison question, options (A)/(B), an instruction.
 
     >>> print(feedback_request([Message(role="user", content="Hi")], "Which is kinder?", "Hello!", "Go away.",
@@ -194,7 +195,8 @@ def feedback_chat(
     >>> chat = feedback_chat([], [Message(role="user", content="Hi")], "Which?", "x", "y", "score")
     >>> [m["role"] for m in chat], chat[-1]["content"]
     (['user', 'assistant'], 'The better response is (')
-    >>> [m["role"] for m in feedback_chat([], [Message(role="user", content="Hi")], "Which?", "x", "y", "letter")]
+    >>> [m["role"]
+    ...  for m in feedback_chat([], [Message(role="user", content="Hi")], "Which?", "x", "y", "letter")]
     ['user']
     """
     chat = to_chat(list(few_shot)) + [
@@ -484,7 +486,8 @@ def option_mass(logp_a: float, logp_b: float) -> float:
 
 
 def warn_low_option_mass(scores: Sequence[Sequence[float]], low: float = LOW_OPTION_MASS) -> float | None:
-    """Log one warning when the reads' mean :func:`option_mass` is below ``low``; returns the mean (None if no reads).
+    """Log one warning when the reads' mean :func:`option_mass` is below ``low``; returns the mean (None if no
+    reads).
 
     A low mass means the model rarely answers with the option letters at all
     (it would start with some other word): its p(A), a softmax over two
@@ -495,10 +498,10 @@ def warn_low_option_mass(scores: Sequence[Sequence[float]], low: float = LOW_OPT
         return None
     mean = sum(masses) / len(masses)
     if mean < low:
-        log.warning("feedback reads put only %.3f of the next-token probability on the option letters on average "
-                    "(p(A) + p(B) over %d reads, below %.2f): the model rarely answers with the option letters, "
-                    "so its p(A) is unreliable; try few-shot examples, an instruction-tuned feedback model, or "
-                    "check its chat template", mean, len(masses), low)
+        log.warning("feedback reads put only %.3f of the next-token probability on the option "
+                    "letters on average (p(A) + p(B) over %d reads, below %.2f): the model rarely answers "
+                    "with the option letters, so its p(A) is unreliable; try few-shot examples, an "
+                    "instruction-tuned feedback model, or check its chat template", mean, len(masses), low)
     return mean
 
 

@@ -57,13 +57,15 @@ def is_tie(record: LabelRecord) -> bool:
     >>> r = LabelRecord(id="i", pair_id="p", prompt=[Message(role="user", content="q")], answer_a=m("x"),
     ...     answer_b=m("y"), status="ok", p_a=0.5, p_a_ab=1.0, p_a_ba=0.0, principle_ids=["s"], judgements=[],
     ...     provenance=Provenance())
-    >>> is_tie(r), is_tie(r.model_copy(update={"p_a": 0.51})), is_tie(r.model_copy(update={"status": "failed"}))
+    >>> (is_tie(r), is_tie(r.model_copy(update={"p_a": 0.51})),
+    ...  is_tie(r.model_copy(update={"status": "failed"})))
     (True, False, False)
     """
     return record.status == "ok" and record.p_a == 0.5
 
 
-def select_preferences(labels: Sequence[LabelRecord], filters: Filters) -> tuple[list[PreferenceRecord], Counter]:
+def select_preferences(labels: Sequence[LabelRecord],
+                       filters: Filters) -> tuple[list[PreferenceRecord], Counter]:
     """The AI preferences that pass the filters, and counts of why the others were dropped.
 
     Reasons, checked in this order: ``failed``, ``ties`` (unless ``filters.keep_ties``),
@@ -194,8 +196,8 @@ def format_summary(stats: dict[str, Any]) -> str:
         f"pairs {stats['pairs']}: labelled {stats['labelled']}, failed {stats['failed_pairs']}",
         f"preferences written: {pr['total']} (ai {pr['ai']}, human {pr['human']}); dropped: "
         + ", ".join(f"{k} {v}" for k, v in stats["dropped"].items()),
-        f"position consistency (both orders pick the same answer): {_pct(stats['position_consistency_rate'])}; "
-        f"reads answering (A): {_pct(stats['option_a_rate'])}",
+        f"position consistency (both orders pick the same answer): "
+        f"{_pct(stats['position_consistency_rate'])}; reads answering (A): {_pct(stats['option_a_rate'])}",
         f"p_chosen histogram: {hist}",
         f"reads: {reads['total']} ({reads['logprobs']} scored, {reads['generated']} generated letters), "
         f"{reads['failed']} failed",
@@ -204,8 +206,8 @@ def format_summary(stats: dict[str, Any]) -> str:
         lines.append(f"mean probability on the two option tokens: {stats['mean_option_mass']:.3f}")
     length = stats["chosen_minus_rejected_chars"]
     if length["mean"] is not None:
-        lines.append(f"chosen minus rejected length: {length['mean']:+.1f} chars on average, chosen longer in "
-                     f"{_pct(length['chosen_longer_rate'])}")
+        lines.append(f"chosen minus rejected length: {length['mean']:+.1f} chars on average, "
+                     f"chosen longer in {_pct(length['chosen_longer_rate'])}")
     if stats["per_principle"]:
         lines.append("per principle (pairs): " + ", ".join(f"{k} {v['pairs']}" for k, v in
                                                            stats["per_principle"].items()))
@@ -217,7 +219,8 @@ def format_summary(stats: dict[str, Any]) -> str:
 
 
 def labels_in_order(path: Path, ids: Sequence[str]) -> list[LabelRecord]:
-    """The labels of ``ids`` from a labels file, in the order of ``ids`` (missing ones left out, each once)."""
+    """The labels of ``ids`` from a labels file, in the order of ``ids`` (missing ones left out, each
+    once)."""
     from cai.core.jsonl import read_jsonl
 
     if not Path(path).exists():
@@ -234,7 +237,8 @@ def build_outputs(
     extra: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Rebuild ``preferences.jsonl`` and ``stats.json`` in ``run_dir`` from ``labels.jsonl``; return the stats.
+    """Rebuild ``preferences.jsonl`` and ``stats.json`` in ``run_dir`` from ``labels.jsonl``; return the
+    stats.
 
     ``audit`` (the dict of :func:`cai.audit.labeler.audit_labels`, when one was run
     for this feedback model) joins the signal verdict, ``stats["signal"]``.
@@ -243,8 +247,8 @@ def build_outputs(
     kept, dropped = select_preferences(labels, filters)
     write_records_atomic(run_dir / "preferences.jsonl", [*kept, *human])
     stats = label_stats(labels, kept, dropped, len(human))
-    stats["filters"] = {"min_confidence": filters.min_confidence, "drop_inconsistent": filters.drop_inconsistent,
-                        "keep_ties": filters.keep_ties}
+    stats["filters"] = {"min_confidence": filters.min_confidence,
+                        "drop_inconsistent": filters.drop_inconsistent, "keep_ties": filters.keep_ties}
     stats["signal"] = label_signal(stats, audit).to_dict()
     stats.update(extra or {})
     write_json_atomic(run_dir / "stats.json", stats)

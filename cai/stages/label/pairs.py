@@ -83,7 +83,8 @@ class PairingReport:
     pairs: int = 0
 
 
-def pairs_from_completions(records: Iterable[Any], pairing: Pairing = "all") -> tuple[list[Pair], PairingReport]:
+def pairs_from_completions(records: Iterable[Any],
+                           pairing: Pairing = "all") -> tuple[list[Pair], PairingReport]:
     """Pairs from answer records (``prompt`` + one-message ``completion``), grouped by prompt.
 
     Records of one prompt are ordered by ``sample_index`` when they have one (else
@@ -117,7 +118,8 @@ def pairs_from_completions(records: Iterable[Any], pairing: Pairing = "all") -> 
 def pairs_from_candidates(path: PathLike, records: Sequence[Any] | None = None,
                           ids: Collection[str] | None = None, pairing: Pairing = "all"
                           ) -> tuple[list[Pair], PairingReport]:
-    """Pairs from a candidates file (completion records): only ``ids`` when given, prompts in ``records`` order."""
+    """Pairs from a candidates file (completion records): only ``ids`` when given, prompts in ``records``
+    order."""
     from cai.core.records import CompletionRecord
 
     cands = [c for c in read_records(path, CompletionRecord) if ids is None or c.id in ids]
@@ -167,8 +169,8 @@ def read_pairs_file(path: PathLike, pairing: Pairing = "all") -> tuple[list[Pair
         raise CaiError(f"{p}: no records", hint="write one pair or answer a line")
     if "chosen" in first or "rejected" in first:
         pairs = pairs_from_preferences(read_records(p, PreferenceRecord))
-        return pairs, PairingReport(prompts=len({make_id(to_chat(x.prompt)) for x in pairs}), answers=2 * len(pairs),
-                                    pairs=len(pairs))
+        return pairs, PairingReport(prompts=len({make_id(to_chat(x.prompt)) for x in pairs}),
+                                    answers=2 * len(pairs), pairs=len(pairs))
     if "completion" in first:
         return pairs_from_completions(read_records(p, SFTRow), pairing)
     raise CaiError(

@@ -71,7 +71,8 @@ class LabelSignal:
         >>> LabelSignal(True).summary(), LabelSignal(False, ["a", "b"]).summary()
         ('labels carry signal: yes', 'labels carry signal: no (a; b)')
         """
-        return "labels carry signal: yes" if self.signal else f"labels carry signal: no ({'; '.join(self.reasons)})"
+        return ("labels carry signal: yes" if self.signal
+                else f"labels carry signal: no ({'; '.join(self.reasons)})")
 
 
 def _pct(x: float) -> str:
@@ -92,7 +93,8 @@ def audit_reasons(audit: Mapping[str, Any] | None) -> list[str]:
     ['audit agreement with humans 55.0% [45.0%, 64.0%] includes 50% (chance)']
     >>> audit_reasons({"agreement": {"both": {"k": 90, "n": 100, "rate": 0.9, "lo": 0.83, "hi": 0.94}}})
     []
-    >>> audit_reasons(None), audit_reasons({"agreement": {"both": {"k": 0, "n": 0, "rate": None, "lo": 0, "hi": 1}}})
+    >>> (audit_reasons(None),
+    ...  audit_reasons({"agreement": {"both": {"k": 0, "n": 0, "rate": None, "lo": 0, "hi": 1}}}))
     ([], ['audit labelled no pair'])
     """
     if audit is None:
@@ -117,7 +119,8 @@ def label_signal(
     min_read_sd: float = MIN_READ_SD,
     max_tie_rate: float = MAX_TIE_RATE,
 ) -> LabelSignal:
-    """Whether the labels in ``stats`` (``label_stats`` output) carry signal; see the module doc for the rules.
+    """Whether the labels in ``stats`` (``label_stats`` output) carry signal; see the module doc for the
+    rules.
 
     A consistent judge:
 
@@ -155,7 +158,8 @@ def label_signal(
         reasons.append(f"position consistency {_pct(consistency)} <= {100 * min_consistency:g}%")
     if read_sd is not None and read_sd < min_read_sd:
         reasons.append(f"p(option A) nearly constant over reads (sd {read_sd:.4f} < {min_read_sd})")
-    if chosen_sd is not None and mean_chosen is not None and chosen_sd < MIN_CHOSEN_SD and mean_chosen < NEAR_CHANCE:
+    if (chosen_sd is not None and mean_chosen is not None and chosen_sd < MIN_CHOSEN_SD
+        and mean_chosen < NEAR_CHANCE):
         reasons.append(f"p_chosen bunched near a coin flip (mean {mean_chosen:.3f}, sd {chosen_sd:.4f})")
     if tie_rate is not None and tie_rate > max_tie_rate:
         reasons.append(f"{_pct(tie_rate)} of labelled pairs are exact ties (> {100 * max_tie_rate:g}%)")

@@ -86,9 +86,9 @@ def label_into(path: Path, pairs: Sequence[Pair], constitution: Constitution, fe
     ids = label_ids(pairs, feedback, constitution, config)
 
     def produce(be: Backend, done: Callable[[str], bool], bar: Any) -> Iterator[LabelRecord]:
-        log.info("labelling %d pair(s) (%d already in %s) with %s feedback model %s, %d principle(s) per pair, "
-                 "both orders%s", len(ids) - bar.n, bar.n, path, feedback.backend, feedback.name,
-                 config.principles_per_pair, ", chain of thought" if config.cot else "")
+        log.info("labelling %d pair(s) (%d already in %s) with %s feedback model %s, %d "
+                 "principle(s) per pair, both orders%s", len(ids) - bar.n, bar.n, path, feedback.backend,
+                 feedback.name, config.principles_per_pair, ", chain of thought" if config.cot else "")
         return label_records(pairs, be, constitution, config, done=done)
 
     fill_jsonl(path, ids, backend or feedback.build, produce, what=what, desc=desc)
@@ -96,7 +96,8 @@ def label_into(path: Path, pairs: Sequence[Pair], constitution: Constitution, fe
 
 
 def read_humans(files: Sequence[Path], weight: float) -> list[PreferenceRecord]:
-    """Human preference pairs to merge, as ``source: human`` records weighted by ``weight`` (read before any work)."""
+    """Human preference pairs to merge, as ``source: human`` records weighted by ``weight`` (read before any
+    work)."""
     return [h for f in files for h in human_preferences(read_records(f, PreferenceRecord), weight)]
 
 
@@ -112,7 +113,8 @@ def run_label(
     backend: Callable[[], Backend] | None = None,
     audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Label ``pairs`` into ``out_dir/labels.jsonl``, rebuild ``preferences.jsonl`` and ``stats.json``; the stats.
+    """Label ``pairs`` into ``out_dir/labels.jsonl``, rebuild ``preferences.jsonl`` and ``stats.json``; the
+    stats.
 
     ``humans`` (from :func:`read_humans`) are merged in after the AI labels; ``audit`` (a
     ``cai audit labeler`` result for this feedback model) joins the signal verdict, ``stats["signal"]``.

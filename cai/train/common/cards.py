@@ -95,7 +95,8 @@ def describe_data(path: str | os.PathLike, role: str) -> DataFileInfo:
                 sources[obj["source"]] += 1
     return DataFileInfo(
         path=str(p), role=role, sha256=sha256_file(p), records=n,
-        constitutions=[{"name": a, "version": b, "hash": c, "records": k} for (a, b, c), k in consts.most_common()],
+        constitutions=[{"name": a, "version": b, "hash": c, "records": k}
+                       for (a, b, c), k in consts.most_common()],
         sources=dict(sources.most_common()),
     )
 
@@ -107,14 +108,17 @@ def find_audit(preference_files: Sequence[str | os.PathLike], audit: str | os.Pa
     for cand in candidates:
         if not cand.is_file():
             if audit:
-                raise CaiError(f"{cand}: no such audit file", hint="pass the audit.json written by `cai audit`")
+                raise CaiError(f"{cand}: no such audit file",
+                               hint="pass the audit.json written by `cai audit`")
             continue
         try:
             data = json.loads(cand.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise CaiError(f"{cand}: not valid JSON: {exc}", hint="pass the audit.json written by `cai audit`") from None
+            raise CaiError(f"{cand}: not valid JSON: {exc}",
+                           hint="pass the audit.json written by `cai audit`") from None
         if not isinstance(data, dict):
-            raise CaiError(f"{cand}: expected a JSON object", hint="pass the audit.json written by `cai audit`")
+            raise CaiError(f"{cand}: expected a JSON object",
+                           hint="pass the audit.json written by `cai audit`")
         return cand, data
     return None
 
@@ -152,7 +156,8 @@ def summarize_audit(data: Mapping[str, Any], limit: int = 60) -> dict[str, Any]:
 def _proportion(p: Mapping[str, Any]) -> str:
     if p.get("rate") is None:
         return f"n/a ({p.get('k')}/{p.get('n')})"
-    ci = f", 95% CI {p['lo']:.3f}-{p['hi']:.3f}" if p.get("lo") is not None and p.get("hi") is not None else ""
+    ci = (f", 95% CI {p['lo']:.3f}-{p['hi']:.3f}"
+          if p.get("lo") is not None and p.get("hi") is not None else "")
     return f"{p['rate']:.3f} ({p['k']}/{p['n']}{ci})"
 
 
@@ -173,7 +178,8 @@ def render_card(facts: Mapping[str, Any]) -> str:
     lines = ["---", f"base_model: {json.dumps(facts['base_model'])}", "library_name: transformers",
              "tags:", "- cai", "- trl", f"- {facts['trainer']}", "---", "",
              f"# {facts['trainer'].upper()} model trained with cai", "",
-             f"- base model: `{facts['base_model']}`", f"- trainer: {facts['trainer']} (cai {facts['cai_version']})",
+             f"- base model: `{facts['base_model']}`",
+             f"- trainer: {facts['trainer']} (cai {facts['cai_version']})",
              f"- finished: {facts['finished_at']}", ""]
     consts = {(c["name"], c["version"], c["hash"]) for d in facts["data"] for c in d["constitutions"]}
     lines.append("## Constitution")
@@ -182,7 +188,8 @@ def render_card(facts: Mapping[str, Any]) -> str:
         lines += [f"- {n} version {v} (hash `{h}`)" for n, v, h in sorted(consts)]
     else:
         lines.append("- none recorded in the data's provenance")
-    lines += ["", "## Data", "", "| role | file | records | sha256 | label sources |", "|---|---|---|---|---|"]
+    lines += ["", "## Data", "", "| role | file | records | sha256 | label sources |",
+              "|---|---|---|---|---|"]
     for d in facts["data"]:
         src = ", ".join(f"{k}: {v}" for k, v in d["sources"].items()) or "-"
         lines.append(f"| {d['role']} | `{d['path']}` | {d['records']} | `{d['sha256']}` | {src} |")

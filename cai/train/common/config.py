@@ -17,9 +17,10 @@ from and the closest valid key.
 ...                    defaults={"report_to": "none"})
 >>> cfg
 Demo(learning_rate=5e-05, max_steps=4, report_to='none')
->>> build_config(Demo, overrides=["learning_rat=1"])
+>>> build_config(Demo, overrides=["learning_rat=1"])  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
-cai.core.errors.CaiError: --set learning_rat=1: unknown key 'learning_rat' for Demo (fix: did you mean 'learning_rate'?)
+cai.core.errors.CaiError: --set learning_rat=1: unknown key 'learning_rat' for Demo (fix: did you mean
+'learning_rate'?)
 """
 
 from __future__ import annotations

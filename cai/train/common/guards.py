@@ -39,13 +39,15 @@ def check_finite(loss: Any, step: int) -> float:
 
     >>> check_finite(0.25, 3)
     0.25
-    >>> check_finite(float("nan"), 7)
+    >>> check_finite(float("nan"), 7)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
-    cai.train.common.guards.NonFiniteLossError: loss is nan at step 7 (fix: lower the learning rate, check the data for empty or huge examples, or use fp32)
+    cai.train.common.guards.NonFiniteLossError: loss is nan at step 7 (fix: lower the learning rate, check the
+    data for empty or huge examples, or use fp32)
     >>> import torch
-    >>> check_finite(torch.tensor(float("-inf")), 2)
+    >>> check_finite(torch.tensor(float("-inf")), 2)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
-    cai.train.common.guards.NonFiniteLossError: loss is -inf at step 2 (fix: lower the learning rate, check the data for empty or huge examples, or use fp32)
+    cai.train.common.guards.NonFiniteLossError: loss is -inf at step 2 (fix: lower the learning rate, check
+    the data for empty or huge examples, or use fp32)
     """
     value = float(loss.detach().float().item()) if hasattr(loss, "detach") else float(loss)
     if not math.isfinite(value):

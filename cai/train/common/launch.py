@@ -42,9 +42,10 @@ def profile_path(name_or_path: str) -> Path:
 
     >>> profile_path("ddp").name
     'ddp.yaml'
-    >>> profile_path("nope")
+    >>> profile_path("nope")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
-    cai.core.errors.CaiError: accelerate config 'nope' is neither a shipped profile nor a file (fix: use ddp, fsdp, zero3, or the path of an accelerate config YAML)
+    cai.core.errors.CaiError: accelerate config 'nope' is neither a shipped profile nor a file (fix: use ddp,
+    fsdp, zero3, or the path of an accelerate config YAML)
     """
     if name_or_path in PROFILES:
         return PROFILES_DIR / f"{name_or_path}.yaml"
@@ -93,7 +94,8 @@ def resolve_config(name_or_path: str, num_processes: int | None, gpus: int) -> d
     >>> cfg = resolve_config("ddp", None, gpus=0)
     >>> cfg["distributed_type"], cfg["num_processes"], cfg["use_cpu"], cfg["mixed_precision"]
     ('MULTI_GPU', 2, True, 'no')
-    >>> resolve_config("ddp", 3, gpus=4)["num_processes"], resolve_config("ddp", None, gpus=4)["distributed_type"]
+    >>> (resolve_config("ddp", 3, gpus=4)["num_processes"],
+    ...  resolve_config("ddp", None, gpus=4)["distributed_type"])
     (3, 'MULTI_GPU')
     """
     path = profile_path(name_or_path)
@@ -121,7 +123,8 @@ def resolve_config(name_or_path: str, num_processes: int | None, gpus: int) -> d
         import importlib.util
 
         if importlib.util.find_spec("deepspeed") is None:
-            raise CaiError("the zero3 profile needs DeepSpeed", hint="pip install deepspeed, or use ddp or fsdp")
+            raise CaiError("the zero3 profile needs DeepSpeed",
+                           hint="pip install deepspeed, or use ddp or fsdp")
     return cfg
 
 

@@ -101,7 +101,8 @@ def check_pad_token(tokenizer: Any, model_name: str) -> None:
         what = "has no pad token" if pad is None else f"pads with its EOS token {eos!r}"
         raise CaiError(f"the tokenizer of {model_name} {what}: a preference model would read its score "
                        "at the wrong token",
-                       hint=f"pass --pad-token TOKEN naming an existing token other than EOS, e.g. --pad-token '{example}'")
+                       hint=f"pass --pad-token TOKEN naming an existing token other than EOS, e.g. "
+                            f"--pad-token '{example}'")
 
 
 def load_tokenizer(name: str, *, pad_token: str | None = None, chat_template: str | None = None,
@@ -116,7 +117,8 @@ def load_tokenizer(name: str, *, pad_token: str | None = None, chat_template: st
         tok.chat_template = read_chat_template(chat_template)
     if not getattr(tok, "chat_template", None):
         raise CaiError(f"model {name} has no chat template",
-                       hint="use an instruction-tuned model, or pass --chat-template FILE with a Jinja template")
+                       hint="use an instruction-tuned model, or pass --chat-template FILE with a "
+                            "Jinja template")
     if pad_token:
         set_pad_token(tok, pad_token)
     elif tok.pad_token is None:

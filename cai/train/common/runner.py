@@ -37,7 +37,8 @@ class TrainResult:
 def last_logged(log_history: list[dict[str, Any]]) -> dict[str, float]:
     """The last logged value of every numeric key (``step``/``epoch`` bookkeeping left out).
 
-    >>> last_logged([{"loss": 1.0, "step": 1}, {"loss": 0.5, "grad_norm": 2.0, "step": 2}, {"train_runtime": 3.0}])
+    >>> last_logged([{"loss": 1.0, "step": 1}, {"loss": 0.5, "grad_norm": 2.0, "step": 2},
+    ...              {"train_runtime": 3.0}])
     {'loss': 0.5, 'grad_norm': 2.0, 'train_runtime': 3.0}
     """
     out: dict[str, float] = {}

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 @dataclass
 class PPOConfig:
-    """Every key can come from ``--config FILE`` or ``--set KEY=VALUE``; see the module doc for the batch sizes."""
+    """Every key can come from ``--config FILE`` or ``--set KEY=VALUE``; see the module doc for the batch
+    sizes."""
 
     output_dir: str = "runs/ppo"
     # -- optimisation
@@ -43,7 +44,8 @@ class PPOConfig:
     # -- KL penalty against the frozen reference
     kl_coef: float = 0.05  # initial coefficient (the adaptive controller moves it)
     kl_estimator: str = "k1"  # k1: log pi - log ref; k3: (r - 1) - log r
-    target_kl: float | None = None  # per-answer KL (nats) the adaptive controller aims at; None: fixed kl_coef
+    # per-answer KL (nats) the adaptive controller aims at; None: fixed kl_coef
+    target_kl: float | None = None
     kl_horizon: int = 10000  # adaptive controller horizon, in answers
     # -- PPO losses and advantages
     cliprange: float = 0.2
@@ -69,8 +71,8 @@ class PPOConfig:
     def __post_init__(self) -> None:
         positive = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
                     "num_mini_batches", "num_ppo_epochs", "response_length", "max_prompt_length",
-                    "temperature", "cliprange", "cliprange_value", "kl_horizon", "local_rollout_forward_batch_size",
-                    "num_train_epochs", "max_grad_norm")
+                    "temperature", "cliprange", "cliprange_value", "kl_horizon",
+                    "local_rollout_forward_batch_size", "num_train_epochs", "max_grad_norm")
         for key in positive:
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")

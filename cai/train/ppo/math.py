@@ -53,8 +53,10 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """Scale ``x`` to unit variance over its masked entries (and zero mean when ``shift_mean``); 0 where masked.
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+                  eps: float = 1e-8) -> torch.Tensor:
+    """Scale ``x`` to unit variance over its masked entries (and zero mean when ``shift_mean``); 0 where
+    masked.
 
     ``shift_mean=False`` keeps the mean (reward whitening: the sign of a reward
     still means something). x, mask: [B, T] -> [B, T].
@@ -76,7 +78,8 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, 
 
 
 # ---------------------------------------------------------------- responses and EOS
-def response_mask(responses: torch.Tensor, eos_ids: list[int] | tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def response_mask(responses: torch.Tensor,
+                  eos_ids: list[int] | tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Which response tokens count: those up to and including the first EOS (the policy learns to stop).
 
     responses: [B, T] long -> (mask [B, T] long, has_eos [B] bool). A response
@@ -207,7 +210,8 @@ def policy_loss(
     mask: torch.Tensor,
     cliprange: float,
 ) -> PolicyLoss:
-    """PPO's clipped surrogate: ``mean(max(-A * r, -A * clip(r, 1 - eps, 1 + eps)))`` with ``r = exp(new - old)``.
+    """PPO's clipped surrogate: ``mean(max(-A * r, -A * clip(r, 1 - eps, 1 + eps)))`` with ``r = exp(new -
+    old)``.
 
     new_logprobs, old_logprobs, advantages, mask: [B, T] -> :class:`PolicyLoss`.
 
@@ -303,7 +307,8 @@ class FixedKLController:
 
 
 class AdaptiveKLController:
-    """Ziegler et al. (2019): ``kl_coef <- kl_coef * (1 + clip(KL / target - 1, -0.2, 0.2) * n_steps / horizon)``.
+    """Ziegler et al. (2019): ``kl_coef <- kl_coef * (1 + clip(KL / target - 1, -0.2, 0.2) * n_steps /
+    horizon)``.
 
     ``current_kl`` is the batch's mean per-answer KL (summed over tokens),
     ``n_steps`` the number of answers in the batch. Too much KL raises the

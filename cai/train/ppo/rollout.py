@@ -43,13 +43,15 @@ class PolicyWithValueHead(nn.Module):
         nn.init.normal_(self.value_head.weight, std=1.0 / (size + 1) ** 0.5)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.policy(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
             output_hidden_states=True, use_cache=False,
         )
         hidden = out.hidden_states[-1]  # [B, L, H], in the trunk's (autocast) precision
-        # Autocast would run the head's matmul in bf16 again whatever its input: switch it off around the head.
+        # Autocast would run the head's matmul in bf16 again whatever its input: switch it off around the
+        # head.
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             values = self.value_head(hidden.float()).squeeze(-1)  # [B, L] fp32
         return out.logits, values
@@ -66,7 +68,8 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------- prompts
 def encode_prompt(tokenizer: Any, chat: Sequence[dict[str, str]], max_length: int) -> tuple[list[int], bool]:
-    """A chat's token ids with the assistant turn opened, left-truncated to ``max_length`` (and whether it was)."""
+    """A chat's token ids with the assistant turn opened, left-truncated to ``max_length`` (and whether it
+    was)."""
     ids = tokenizer.apply_chat_template(
         [dict(m) for m in chat], add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
@@ -116,7 +119,8 @@ class Rollout:
 
 def sequence_inputs(queries: torch.Tensor, query_mask: torch.Tensor, responses: torch.Tensor,
                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt + answer as one sequence: ``(ids [B, Lq + T], attention [B, Lq + T])``; tokens after EOS unattended.
+    """Prompt + answer as one sequence: ``(ids [B, Lq + T], attention [B, Lq + T])``; tokens after EOS
+    unattended.
 
     >>> ids, att = sequence_inputs(torch.tensor([[0, 4]]), torch.tensor([[0, 1]]), torch.tensor([[5, 2, 9]]),
     ...                            torch.tensor([[1, 1, 0]]))
@@ -135,8 +139,9 @@ def response_slice(x: torch.Tensor, query_len: int, response_len: int) -> torch.
     return x[:, query_len - 1 : query_len + response_len - 1]
 
 
-def forward_response(model: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, responses: torch.Tensor,
-                     mask: torch.Tensor, temperature: float, *, with_entropy: bool = False):
+def forward_response(model: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor,
+                     responses: torch.Tensor, mask: torch.Tensor, temperature: float, *,
+                     with_entropy: bool = False):
     """Policy log-probs [B, T], values [B, T] (or None) and entropy [B, T] (or None) of the answers, in fp32.
 
     ``model`` is a :class:`PolicyWithValueHead` (values) or a bare causal LM (the reference).
@@ -147,7 +152,8 @@ def forward_response(model: nn.Module, queries: torch.Tensor, query_mask: torch.
         logits, values = model(ids, att)
         values = response_slice(values, Lq, T)
     else:
-        logits, values = model(input_ids=ids, attention_mask=att, position_ids=positions(att), use_cache=False).logits, None
+        logits, values = model(input_ids=ids, attention_mask=att, position_ids=positions(att),
+                               use_cache=False).logits, None
     logits = response_slice(logits, Lq, T).float() / temperature  # [B, T, V]
     logprobs = token_logprobs(logits, responses)
     entropy = entropy_from_logits(logits) if with_entropy else None
@@ -209,6 +215,7 @@ def sample_rollout(
             ref_lp, _, _ = forward_response(policy if ref_model is None else ref_model, *args)
         ref_logprobs.append(ref_lp)
     n_text = mask.sum(1) - has_eos.long()  # [B]: answer tokens before the EOS
-    texts = [tokenizer.decode(responses[i, : int(n_text[i])], skip_special_tokens=True) for i in range(len(n_text))]
-    return Rollout(queries, query_mask, responses, mask, has_eos, torch.cat(logprobs), torch.cat(ref_logprobs),
-                   torch.cat(values), texts)
+    texts = [tokenizer.decode(responses[i, : int(n_text[i])], skip_special_tokens=True)
+             for i in range(len(n_text))]
+    return Rollout(queries, query_mask, responses, mask, has_eos, torch.cat(logprobs),
+                   torch.cat(ref_logprobs), torch.cat(values), texts)

@@ -37,7 +37,8 @@ from cai.train.ppo.config import PPOConfig
 log = logging.getLogger(__name__)
 
 
-def read_prompt_chats(paths: Sequence[PathLike], system_prompt: str | None = None) -> list[list[dict[str, str]]]:
+def read_prompt_chats(paths: Sequence[PathLike],
+                      system_prompt: str | None = None) -> list[list[dict[str, str]]]:
     """Distinct prompts of prompt files (or SFT/preference records) as chats, in file order.
 
     ``system_prompt`` goes first unless a prompt has its own system turn.
@@ -116,7 +117,8 @@ class StepWriter:
 
 
 def reward_card_facts(reward: Any) -> tuple[list[str], dict[str, Any]]:
-    """Data files of a preference-model reward that still exist (for the card) and the reward's description."""
+    """Data files of a preference-model reward that still exist (for the card) and the reward's
+    description."""
     from cai.train.rewards import reward_description
 
     desc = reward_description(reward)
@@ -136,7 +138,8 @@ def train_ppo(
     constitution: ConstitutionRef | None = None,
     reward_options: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``model`` with PPO on the prompts of ``prompts`` against ``reward``; see the module doc for the outputs.
+    """Train ``model`` with PPO on the prompts of ``prompts`` against ``reward``; see the module doc for the
+    outputs.
 
     ``reward`` is a ``(chats, texts) -> list[float]`` callable or a spec string for
     :func:`cai.train.rewards.make_reward` (built with ``reward_options`` once the
@@ -156,14 +159,16 @@ def train_ppo(
     out = Path(output_dir)
     paths = as_paths(prompts)
     chats = read_prompt_chats(paths, system_prompt)
-    tok = load_tokenizer(model, chat_template=options.chat_template, trust_remote_code=options.trust_remote_code, padding_side="left")
+    tok = load_tokenizer(model, chat_template=options.chat_template,
+                         trust_remote_code=options.trust_remote_code, padding_side="left")
     if isinstance(reward, str):
         from cai.train.rewards import make_reward
 
         reward = make_reward(reward, tokenizer=tok, **(reward_options or {}))
     # fp32 master weights unless told otherwise: PPO's small updates vanish in bf16 weights (bf16 compute on a
     # GPU is the config's `bf16: true`, through accelerate's autocast).
-    policy = load_causal_lm(model, dtype=options.dtype or "float32", trust_remote_code=options.trust_remote_code)
+    policy = load_causal_lm(model, dtype=options.dtype or "float32",
+                            trust_remote_code=options.trust_remote_code)
     if options.lora is not None:
         from peft import get_peft_model
 
@@ -171,12 +176,13 @@ def train_ppo(
     trainer = PPOTrainer(cfg, policy, tok, chats, reward)
     acc = trainer.accelerator
     rm_files, reward_desc = reward_card_facts(reward)
-    log.info("PPO on %d prompt(s) from %s: model %s%s, reward %s, %d step(s) of %d answer(s) -> %s", len(chats),
-             ", ".join(paths), model, " (LoRA)" if options.lora else "", reward_desc.get("repr"), trainer.num_steps,
-             cfg.batch_size(acc.num_processes), out)
+    log.info("PPO on %d prompt(s) from %s: model %s%s, reward %s, %d step(s) of %d answer(s) -> %s",
+             len(chats), ", ".join(paths), model, " (LoRA)" if options.lora else "", reward_desc.get("repr"),
+             trainer.num_steps, cfg.batch_size(acc.num_processes), out)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "ppo_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n", encoding="utf-8")
+        (out / "ppo_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n",
+                                             encoding="utf-8")
     if cfg.report_to not in ("none", "", None):
         acc.init_trackers("cai-ppo", config=config_to_dict(cfg))
     writer = StepWriter(trainer, out, cfg.log_samples)
@@ -202,7 +208,8 @@ def train_ppo(
     metrics = json_safe(metrics)
     card_path = None
     if acc.is_main_process:
-        notes = {"reward": reward_desc, "lora": options.lora.__dict__ if options.lora else None, "processes": acc.num_processes,
+        notes = {"reward": reward_desc, "lora": options.lora.__dict__ if options.lora else None,
+                 "processes": acc.num_processes,
                  "value_function": "linear head on the policy's last hidden state (value_head.safetensors)"}
         if constitution is not None:
             notes["system_prompt_constitution"] = constitution.model_dump()
@@ -215,5 +222,6 @@ def train_ppo(
     if cfg.report_to not in ("none", "", None):
         acc.end_training()
     if stopped is not None:
-        raise NonFiniteLossError(f"{stopped.message}; the last finite weights are saved in {out}", hint=stopped.hint)
+        raise NonFiniteLossError(f"{stopped.message}; the last finite weights are saved in {out}",
+                                 hint=stopped.hint)
     return TrainResult(output_dir=out, metrics=metrics, card=card_path)

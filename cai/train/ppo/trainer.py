@@ -59,7 +59,8 @@ METRIC_KEYS = (
 )
 
 
-def shape_rewards(rollout: Rollout, raw_scores: torch.Tensor, cfg: PPOConfig, kl_coef: float) -> dict[str, torch.Tensor]:
+def shape_rewards(rollout: Rollout, raw_scores: torch.Tensor, cfg: PPOConfig,
+                  kl_coef: float) -> dict[str, torch.Tensor]:
     """From a scored rollout to what the update trains on: scores, rewards, KL, advantages and returns.
 
     raw_scores: [B] reward-function outputs. Returns tensors: ``scores [B]``
@@ -167,7 +168,8 @@ class PPOTrainer:
     def rollout(self, indices: Sequence[int]) -> tuple[Rollout, torch.Tensor]:
         """Sample and score answers to the prompts at ``indices``; returns the rollout and raw scores [B]."""
         cfg = self.cfg
-        with self.accelerator.autocast():  # the reference and sampling see the policy's precision (bf16: true)
+        # the reference and sampling see the policy's precision (bf16: true)
+        with self.accelerator.autocast():
             rollout = sample_rollout(
                 self.unwrapped, self.ref_model, self.tokenizer, [self.prompt_ids[i] for i in indices],
                 response_length=cfg.response_length, temperature=cfg.temperature, eos_ids=self.eos_ids,
@@ -192,8 +194,8 @@ class PPOTrainer:
 
         cfg, acc = self.cfg, self.accelerator
         n, micro = len(rollout), cfg.per_device_train_batch_size
-        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac", "vf_clipfrac",
-                                                         "approx_kl", "entropy")}
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac",
+                                                         "vf_clipfrac", "approx_kl", "entropy")}
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + self.step_count)
         for _ in range(cfg.num_ppo_epochs):
             order = torch.randperm(n, generator=gen).to(acc.device)
@@ -205,11 +207,13 @@ class PPOTrainer:
                         rollout.mask[idx], cfg.temperature, with_entropy=True,
                     )
                     mask = rollout.mask[idx]
-                    pl = policy_loss(logprobs, rollout.logprobs[idx], shaped["advantages"][idx], mask, cfg.cliprange)
+                    pl = policy_loss(logprobs, rollout.logprobs[idx], shaped["advantages"][idx], mask,
+                                     cfg.cliprange)
                     vl, vf_clipfrac = value_loss(values, rollout.values[idx], shaped["returns"][idx], mask,
                                                  cfg.cliprange_value)
                     loss = pl.loss + cfg.vf_coef * vl
-                    # Every process stops together: one raising alone would leave the others waiting in backward.
+                    # Every process stops together: one raising alone would leave the others waiting in
+                    # backward.
                     check_finite(loss if self.all_finite(loss) else float("nan"), self.step_count + 1)
                     acc.backward(loss)
                     if acc.sync_gradients:

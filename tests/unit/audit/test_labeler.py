@@ -1,4 +1,5 @@
-"""The labeler audit: its math against hand-computed values, its report, and `cai audit labeler` end to end."""
+"""The labeler audit: its math against hand-computed values, its report, and `cai audit labeler` end to
+end."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def test_audit_numbers_on_a_judge_with_known_behaviour(tmp_path):
     assert audit["option_a_rate"]["rate"] == 1.0
     assert sum(b["n"] for b in audit["reliability"]) == 20
     assert all(d["n"] >= 1 for d in audit["per_principle"].values())
-    assert sum(d["k"] for d in audit["per_principle"].values()) <= sum(d["n"] for d in audit["per_principle"].values())
+    assert (sum(d["k"] for d in audit["per_principle"].values())
+            <= sum(d["n"] for d in audit["per_principle"].values()))
     assert audit["brier"] > 0 and audit["ece"] is not None
     text = format_audit(audit)
     assert "both orders averaged" in text and "75.0%" in text and "verdict:" in text
@@ -105,7 +107,8 @@ def test_audit_numbers_on_a_judge_with_known_behaviour(tmp_path):
 
 
 def test_audit_of_failed_labels_reports_no_agreement(tmp_path):
-    labels = list(label_records(_human_pairs(3), FakeJudge(scoring=False, letter=lambda chat: "?"), constitution()))
+    labels = list(label_records(_human_pairs(3), FakeJudge(scoring=False, letter=lambda chat: "?"),
+                                constitution()))
     audit = audit_labels(labels)
     assert audit["failed"] == 3 and audit["agreement"]["both"]["rate"] is None
     assert "nothing to compare" in audit["verdict"]
@@ -127,9 +130,10 @@ def _rounded(x):
 def test_cli_audit_is_deterministic_for_a_seed(tmp_path, tiny_model_dir, shared_data):
     def run(out: Path) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "cai", "audit", "labeler", "--pairs", str(shared_data / "hh_harmless_pairs_dev.jsonl"),
-             "--feedback-model", str(tiny_model_dir), "--limit", "4", "--seed", "3", "--principles-per-pair", "2",
-             "--no-few-shot", "-o", str(out)],
+            [sys.executable, "-m", "cai", "audit", "labeler", "--pairs",
+             str(shared_data / "hh_harmless_pairs_dev.jsonl"),
+             "--feedback-model", str(tiny_model_dir), "--limit", "4", "--seed", "3",
+             "--principles-per-pair", "2", "--no-few-shot", "-o", str(out)],
             capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
 
     r1, r2 = run(tmp_path / "a"), run(tmp_path / "b")

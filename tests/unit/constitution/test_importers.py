@@ -93,7 +93,8 @@ def test_anthropic_rejects_a_question_list(cai_files: Path, tmp_path: Path) -> N
 
 def test_parse_transcript() -> None:
     turns = parse_transcript(
-        "\n\nHuman: a\n\nAssistant: b\n\nCritiqueRequest: c?\n\nCritique: d\n\nRevisionRequest: e\n\nRevision: f"
+        "\n\nHuman: a\n\nAssistant: b\n\nCritiqueRequest: c?\n\nCritique: d\n\n"
+        "RevisionRequest: e\n\nRevision: f"
     )
     assert [label for label, _ in turns] == [
         "Human",

@@ -165,11 +165,11 @@ def test_hash_ignores_formatting_order_and_comments(tmp_path: Path, base: Path) 
     other = tmp_path / "other.yaml"
     other.write_text("# a comment\n" + yaml.safe_dump(shuffled, default_flow_style=True, width=30))
     flow = loads_constitution(
-        '{"name": "base", "version": "1.0", "description": "  The base.\\n", "comparison": "Which is better?",'
-        '"principles": [{"id": "a", "critique": "Point out harm.", "revision": "Remove the harm.", "tags": ["harm"]},'
-        '{"id": "b", "critique": "Point out lies.", "revision": "Fix the lies.", "weight": 2.0}],'
-        '"examples": [{"prompt": "hi", "response": "go away", "critique": "Rude.", "revision": "Hello!",'
-        '"principle": "b"}]}'
+        '{"name": "base", "version": "1.0", "description": "  The base.\\n", "comparison": '
+        '"Which is better?","principles": [{"id": "a", "critique": "Point out harm.", "revision": "Remove '
+        'the harm.", "tags": ["harm"]},{"id": "b", "critique": "Point out lies.", "revision": "Fix the '
+        'lies.", "weight": 2.0}],"examples": [{"prompt": "hi", "response": "go away", "critique": "Rude.", '
+        '"revision": "Hello!","principle": "b"}]}'
     )
     assert load_constitution(base).hash == load_constitution(other).hash == flow.hash
 
@@ -317,7 +317,8 @@ BAD = {
     "bad-role": (
         HEAD
         + GOOD_PRINCIPLE
-        + "examples:\n  - prompt: [{role: bot, content: hi}]\n    response: r\n    critique: c\n    revision: v\n",
+        + "examples:\n  - prompt: [{role: bot, content: hi}]\n    response: r\n    critique: c\n"
+        "    revision: v\n",
         8,
         "examples.0.prompt.0.role",
     ),

@@ -35,8 +35,8 @@ class FakePolicy:
         for i, chat in enumerate(chats):
             self.answered.append(chat[-1]["content"])
             text = self.answer(chat[-1]["content"])
-            out.append(Generation(text=text, finish_reason="stop", prompt_tokens=3, completion_tokens=len(text),
-                                  index=i))
+            out.append(Generation(text=text, finish_reason="stop", prompt_tokens=3,
+                                  completion_tokens=len(text), index=i))
         return out
 
     def score(self, chats, continuations):
@@ -44,7 +44,8 @@ class FakePolicy:
 
 
 class FakeJudge:
-    """Rubric: p(Yes) from ``harm(answer text)`` (constant by default); pairwise: prefers the answer with 'good'."""
+    """Rubric: p(Yes) from ``harm(answer text)`` (constant by default); pairwise: prefers the answer with
+    'good'."""
 
     kind = "hf"
 

@@ -40,12 +40,14 @@ def test_audit_including_chance_is_no_signal_even_with_spread():
     assert s.audit == a
     good = audit(170, 200, 0.79, 0.89)
     assert judge_signal("harm", [jd(i, v) for i, v in enumerate([0.1, 0.9] * 10)], audit=good).signal is True
-    assert audit_reason(audit(170, 200, 0.79, 0.89, signal=False)) is not None  # the audit's own verdict counts
+    # the audit's own verdict counts
+    assert audit_reason(audit(170, 200, 0.79, 0.89, signal=False)) is not None
 
 
 def test_both_reasons_are_given():
     s = judge_signal("harm", [jd(i, 0.5) for i in range(10)], audit=audit(100, 200, 0.43, 0.57))
-    assert s.reason == "judge scores constant: sd 0.000; judge audit: 50% [43, 57] agreement on 200 human pairs"
+    assert (s.reason
+            == "judge scores constant: sd 0.000; judge audit: 50% [43, 57] agreement on 200 human pairs")
 
 
 def test_consistency_of_the_two_reads():

@@ -1,4 +1,5 @@
-"""Before/after with significance: paired-interval arithmetic by hand, verdicts, the `worse!` mark, regressions."""
+"""Before/after with significance: paired-interval arithmetic by hand, verdicts, the `worse!` mark,
+regressions."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def test_newcombe_paired_interval_by_hand():
     l1, u1 = wilson_interval(3, 5)
     l2, u2 = wilson_interval(3, 5)
     phi = (1 * 0 - 2 * 2) / math.sqrt(3 * 2 * 3 * 2)
-    assert r["lo"] == pytest.approx(-math.sqrt((0.6 - l1) ** 2 - 2 * phi * (0.6 - l1) * (u2 - 0.6) + (u2 - 0.6) ** 2))
+    assert r["lo"] == pytest.approx(-math.sqrt((0.6 - l1) ** 2 - 2 * phi * (0.6 - l1) * (u2 - 0.6)
+                                               + (u2 - 0.6) ** 2))
 
 
 def test_pairing_narrows_the_interval_when_models_agree_on_most_prompts():
@@ -126,7 +128,8 @@ OBS = {
              "p(harm)": {f"p{i}": 0.6 for i in range(20)}, "over-refusal": flags(*[0] * 20),
              "chars": {f"p{i}": 100.0 for i in range(20)}},
     "dpo": {"refusal": flags(*[1] * 4 + [0] * 16), "harm": flags(*[1] * 2 + [0] * 18),
-            "p(harm)": {f"p{i}": 0.2 + 0.01 * i for i in range(20)}, "over-refusal": flags(*[1] * 12 + [0] * 8),
+            "p(harm)": {f"p{i}": 0.2 + 0.01 * i for i in range(20)},
+            "over-refusal": flags(*[1] * 12 + [0] * 8),
             "chars": {f"p{i}": 150.0 + i for i in range(20)}, "win rate": {f"p{i}": 0.8 for i in range(20)},
             "KL": {f"p{i}": 2.0 + 0.1 * i for i in range(20)}},
 }
@@ -167,7 +170,8 @@ def test_worse_on_the_aim_is_marked_and_listed():
         "over-refusal") + 1]
     assert over.rstrip().endswith("worse") and "worse!" not in over  # not the constitution's aim
     lines = regressions(s)
-    assert len(lines) == 1 and lines[0].startswith("dpo: refusal on red-team prompts") and "80% vs 20%" not in lines[0]
+    assert (len(lines) == 1 and lines[0].startswith("dpo: refusal on red-team prompts")
+            and "80% vs 20%" not in lines[0])
     assert "20% vs 80%" in lines[0] and "-60 pts" in lines[0]
 
 
@@ -186,7 +190,8 @@ def test_a_judge_without_signal_gives_no_signal_not_a_verdict():
     s = summary(harm=harm)
     s.comparisons = compare(s, OBS)
     cs = by_figure(s.comparisons)
-    assert cs["harm"].verdict == "no signal" and cs["harm"].diff is None and cs["p(harm)"].verdict == "no signal"
+    assert (cs["harm"].verdict == "no signal" and cs["harm"].diff is None
+            and cs["p(harm)"].verdict == "no signal")
     assert cs["refusal"].verdict == "worse"  # the detector's figures stay
     table = format_comparison_table(s)
     assert "no signal (judge scores constant: sd 0.004)" in table

@@ -1,4 +1,5 @@
-"""The judges and probes against hand-computed values, with scripted backends that read what they are shown."""
+"""The judges and probes against hand-computed values, with scripted backends that read what they are
+shown."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def answer(i: int, prompt: str, text: str, category: str | None = None) -> Compl
 
 
 class RubricBackend:
-    """Says Yes to 'go against' and No to 'respect all' when the answer explains a bomb; the reverse otherwise.
+    """Says Yes to 'go against' and No to 'respect all' when the answer explains a bomb; the reverse
+    otherwise.
 
     ``yes_bias`` adds log-odds to Yes on both questions (a judge that leans to Yes).
     """
@@ -108,13 +110,15 @@ def test_pairwise_harm_is_p_that_a_refusal_is_better():
 
 
 def test_helpfulness_win_rate_and_length_control():
-    reader = FeedbackReader(ABBackend(lambda a, b: len(a) > len(b)), CONST, few_shot=False)  # a length-loving judge
+    # a length-loving judge
+    reader = FeedbackReader(ABBackend(lambda a, b: len(a) > len(b)), CONST, few_shot=False)
     mine = [answer(i, f"q{i}", "x" * (10 + 5 * i)) for i in range(6)]
     base = [answer(10 + i, f"q{i}", "y" * 20) for i in range(6)]
     out = pairwise_judgements([("m", a, b) for a, b in zip(mine, base)], reader, CONST, 0, "helpfulness")
     h = agg.helpfulness_eval("base", list(zip(mine, base)), {j.answer_id: j for j in out})
     p = 1 / (1 + math.exp(-3.0))
-    wins = [p if len(a.completion[0].content) > 20 else 1 - p for a in mine]  # 20 chars tie: A-order preference cancels
+    # 20 chars tie: A-order preference cancels
+    wins = [p if len(a.completion[0].content) > 20 else 1 - p for a in mine]
     wins[2] = 0.5
     assert h.win_rate.rate == pytest.approx(sum(wins) / 6)
     assert h.mean_len_diff == pytest.approx(sum(5 * i - 10 for i in range(6)) / 6)
@@ -122,11 +126,14 @@ def test_helpfulness_win_rate_and_length_control():
 
 
 def test_aggregates_by_hand():
-    red = [answer(0, "q", "I can't help with that."), answer(1, "q", "Sure: step one."), answer(2, "q", "Ok.")]
-    j = {a.id: EvalJudgement(id=f"j{a.id}", kind="harm-rubric", model="m", answer_id=a.id, prompt_id=a.prompt_id,
-                             value=v, provenance=Provenance()) for a, v in zip(red, [0.2, 0.9, 0.6])}
-    pm = {a.id: EvalJudgement(id=f"pm{a.id}", kind="pm-score", model="m", answer_id=a.id, prompt_id=a.prompt_id,
-                              value=float(len(a.completion[0].content)), provenance=Provenance()) for a in red}
+    red = [answer(0, "q", "I can't help with that."), answer(1, "q", "Sure: step one."),
+           answer(2, "q", "Ok.")]
+    j = {a.id: EvalJudgement(id=f"j{a.id}", kind="harm-rubric", model="m", answer_id=a.id,
+                             prompt_id=a.prompt_id, value=v, provenance=Provenance())
+         for a, v in zip(red, [0.2, 0.9, 0.6])}
+    pm = {a.id: EvalJudgement(id=f"pm{a.id}", kind="pm-score", model="m", answer_id=a.id,
+                              prompt_id=a.prompt_id, value=float(len(a.completion[0].content)),
+                              provenance=Provenance()) for a in red}
     k = agg.hacking_eval(red, pm=pm, harm_answers=red, harm=j)
     assert k.pm_length_corr == pytest.approx(1.0)
     # PM order by length: a0 (23) > a1 (15) > a2 (3); judge order (1 - p_harmful): a0 0.8 > a2 0.4 > a1 0.1
@@ -152,7 +159,8 @@ def test_kl_probe_is_the_mean_log_ratio_and_skips_empty_answers():
     assert [r.value for r in recs] == [-4.0, 0.0]
     ref = {"a0": -10.0, "a1": 0.0}
     kl = agg.hacking_eval([a for _, a in items], logp_policy={r.answer_id: r for r in recs},
-                          logp_ref={k: recs[0].model_copy(update={"value": v, "answer_id": k}) for k, v in ref.items()})
+                          logp_ref={k: recs[0].model_copy(update={"value": v, "answer_id": k})
+                                    for k, v in ref.items()})
     assert kl.kl_from_reference == pytest.approx(mean_log_ratio([-4.0, 0.0], [-10.0, 0.0])) == 3.0
     assert rubric_p_harmful(0.5, 0.5) == 0.5
 
@@ -171,8 +179,10 @@ def test_shipped_lookalike_file_and_curve_inputs(tmp_path):
     run = tmp_path / "run" / "checkpoint-4"
     run.mkdir(parents=True)
     (run / "trainer_state.json").write_text(
-        '{"log_history": [{"step": 2, "loss": 0.7, "epoch": 0.5}, {"step": 4, "eval_loss": 0.6}, {"step": 4}]}')
-    assert load_curve(tmp_path / "run") == [{"step": 2.0, "loss": 0.7, "epoch": 0.5}, {"step": 4.0, "eval_loss": 0.6}]
+        '{"log_history": [{"step": 2, "loss": 0.7, "epoch": 0.5}, {"step": 4, "eval_loss": 0.6}, '
+        '{"step": 4}]}')
+    assert load_curve(tmp_path / "run") == [{"step": 2.0, "loss": 0.7, "epoch": 0.5},
+                                            {"step": 4.0, "eval_loss": 0.6}]
     with pytest.raises(CaiError, match="no metrics.jsonl or trainer_state.json"):
         load_curve(tmp_path)
     (tmp_path / "a.json").write_text('{"agreement": {}}')

@@ -51,7 +51,8 @@ def test_always_longer_model_stays_near_its_true_win_rate():
 
 
 def test_a_length_biased_judge_is_corrected_towards_the_truth():
-    """The judge prefers longer answers (log-odds +1.5 * tanh(d / sd)); the model's true quality is even (0.5)."""
+    """The judge prefers longer answers (log-odds +1.5 * tanh(d / sd)); the model's true quality is even
+    (0.5)."""
     raw, lc = [], []
     for seed in range(8):
         rng = random.Random(100 + seed)
@@ -73,7 +74,8 @@ def test_interval_is_seeded_and_holds_the_estimate():
 
 
 def test_degenerate_inputs():
-    assert length_controlled_win_rate([0.6, 0.8], [10, 10]) == pytest.approx(0.7, abs=1e-3)  # no length spread
+    # no length spread
+    assert length_controlled_win_rate([0.6, 0.8], [10, 10]) == pytest.approx(0.7, abs=1e-3)
     assert 0.99 < length_controlled_win_rate([1.0] * 5, [1, 2, 3, 4, 5]) < 1.0  # every answer wins: finite
     assert math.isnan(length_controlled_win_rate([], []))
     assert length_controlled_interval([], [])["n"] == 0

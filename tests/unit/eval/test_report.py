@@ -49,7 +49,8 @@ def test_rate_and_lc_win_rate_examples():
 CONSTANT = JudgeSignal(judge="harm", method="harm-rubric", model="default", n=80, mean=0.462, score_sd=0.004,
                        signal=False, reason="judge scores constant: sd 0.004")
 AUDITED = JudgeSignal(judge="harm", method="harm-rubric", model="default", n=80, mean=0.4, score_sd=0.2,
-                      audit={"kind": "judge", "accuracy": {"k": 102, "n": 200, "rate": 0.51, "lo": 0.45, "hi": 0.57}},
+                      audit={"kind": "judge",
+                             "accuracy": {"k": 102, "n": 200, "rate": 0.51, "lo": 0.45, "hi": 0.57}},
                       signal=False, reason="judge audit: 51% [45, 57] agreement on 200 human pairs")
 
 
@@ -75,7 +76,8 @@ def test_a_judge_without_signal_prints_no_signal_everywhere(judge):
 
 def test_a_judge_with_signal_prints_rates_and_says_so():
     s = summary()
-    s.judges = {"harm": JudgeSignal(judge="harm", method="harm-rubric", n=80, mean=0.4, score_sd=0.21, signal=True),
+    s.judges = {"harm": JudgeSignal(judge="harm", method="harm-rubric", n=80, mean=0.4, score_sd=0.21,
+                                    signal=True),
                 "helpfulness": JudgeSignal(judge="helpfulness", method="helpfulness", n=40, mean=0.55,
                                            score_sd=0.3, signal=True)}
     mark_no_signal(s)
@@ -92,12 +94,15 @@ def test_old_summary_without_judges_says_they_are_unaudited():
 def hostile_summary():
     s = summary()
     evil = "<script>alert('x')</script> ```"
-    s.samples = [SamplePrompt(set="redteam", prompt_id="abc123", prompt=[{"role": "user", "content": f"Q {evil}"}],
-                              answers=[SampleAnswer(model="base", text=f"I can't help with that. {evil}", refused=True,
-                                                    rule="cannot", score=0.12, score_name="p(harmful)"),
+    s.samples = [SamplePrompt(set="redteam", prompt_id="abc123",
+                              prompt=[{"role": "user", "content": f"Q {evil}"}],
+                              answers=[SampleAnswer(model="base", text=f"I can't help with that. {evil}",
+                                                    refused=True, rule="cannot", score=0.12,
+                                                    score_name="p(harmful)"),
                                        SampleAnswer(model="dpo", text="", refused=True, rule="empty")])]
     s.training_data = [TrainingSample(name="preferences", path="label/preferences.jsonl", kind="preferences",
-                                      rows=120, examples=[{"line": 7, "prompt": [{"role": "user", "content": evil}],
+                                      rows=120, examples=[{"line": 7,
+                                                           "prompt": [{"role": "user", "content": evil}],
                                                            "chosen": "kind <b>", "rejected": "rude",
                                                            "p_chosen": 0.71, "position_consistent": False}])]
     return s

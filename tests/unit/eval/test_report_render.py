@@ -54,7 +54,8 @@ def test_report_renders_with_every_plot(tmp_path, chromium):
     assert 'data-images-ok="3"' in body.group(0), body.group(0)  # every plot decoded
     assert "harmful compliance" in r.stdout and 'id="summary"' in r.stdout
     shot = tmp_path / "shot.png"
-    r = headless(chromium, tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri())
+    r = headless(chromium, tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1200,1600",
+                 page.as_uri())
     assert r.returncode == 0 and shot.read_bytes().startswith(b"\x89PNG")
 
 

@@ -32,8 +32,8 @@ def error_of(path: Path, **kw) -> str:
 
 def cai(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "cai", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "cai", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
@@ -51,7 +51,8 @@ def test_shipped_recipes_cover_the_brief():
     quick = load_recipe(ROOT / "examples" / "recipes" / "quickstart.yaml")[0].recipe
     assert quick.model.name == "default" and Path(quick.constitution).name == "harmless.yaml"
     gpu = load_recipe(ROOT / "examples" / "recipes" / "gpu-7b-vllm.yaml")[0].recipe
-    assert gpu.model.backend == "openai" and gpu.model.base_url and gpu.policy.train.accelerate_config == "zero3"
+    assert (gpu.model.backend == "openai" and gpu.model.base_url
+            and gpu.policy.train.accelerate_config == "zero3")
     assert gpu.policy.train.lora is not None
     regions = load_recipe(ROOT / "examples" / "recipes" / "regions.yaml")
     assert [i.variant for i in regions] == ["eu", "us", "apac"]
@@ -81,12 +82,13 @@ def test_bad_values_and_cross_field_rules(tmp_path):
 
 def test_paths_resolve_from_the_recipe_file_and_names_stay_names(tmp_path):
     (tmp_path / "sub").mkdir()
-    p = write(tmp_path / "sub", "name: t\nconstitution: harmless\nprompts: {redteam: [a.jsonl, /abs/b.jsonl]}\n"
-                                "label: {human: h.jsonl}\n")
+    p = write(tmp_path / "sub", "name: t\nconstitution: harmless\n"
+                                "prompts: {redteam: [a.jsonl, /abs/b.jsonl]}\nlabel: {human: h.jsonl}\n")
     r = load_recipe(p)[0].recipe
     assert r.prompts.redteam == [tmp_path / "sub" / "a.jsonl", Path("/abs/b.jsonl")]
     assert r.label.human == [tmp_path / "sub" / "h.jsonl"] and r.constitution == "harmless"
-    r2 = load_recipe(write(tmp_path, "name: t\nconstitution: c.yaml\nprompts: {redteam: a.jsonl}\n"))[0].recipe
+    r2 = load_recipe(write(tmp_path,
+                           "name: t\nconstitution: c.yaml\nprompts: {redteam: a.jsonl}\n"))[0].recipe
     assert r2.constitution == str(tmp_path / "c.yaml")
 
 
@@ -118,24 +120,27 @@ def test_plan_of_a_fresh_run_and_stage_selection(tmp_path):
     assert [r.status for r in plan(stages, RunContext(tmp_path))] == ["would run"] * 7
     sel = plan(stages, RunContext(tmp_path), start="sft", stop="label")
     assert [r.status for r in sel] == ["not selected", "not selected", "blocked (needs critique)",
-                                       "blocked (needs split, sft)", "blocked (needs answers)", "not selected",
-                                       "not selected"]
+                                       "blocked (needs split, sft)", "blocked (needs answers)",
+                                       "not selected", "not selected"]
 
 
 def test_cli_errors_before_any_work(tmp_path):
     recipe = ROOT / "examples" / "recipes" / "quickstart.yaml"
     r = cai("run", str(recipe), "--from", "nope", "--run-dir", str(tmp_path / "x"), cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.strip().startswith("error: --from nope: no such stage (fix: use one of:")
+    assert (r.returncode == 2
+            and r.stderr.strip().startswith("error: --from nope: no such stage (fix: use one of:"))
     r = cai("run", str(recipe), "--from", "sft", "--run-dir", str(tmp_path / "x"), cwd=tmp_path)
     assert r.returncode == 2 and "stage sft needs critique first" in r.stderr
     r = cai("run", str(recipe), "--push-to-hub", "--run-dir", str(tmp_path / "y"), cwd=tmp_path,
             env_extra={"HF_HUB_OFFLINE": "0"})
-    assert r.returncode == 2 and "--push-to-hub needs hub.namespace" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert (r.returncode == 2 and "--push-to-hub needs hub.namespace" in r.stderr
+            and len(r.stderr.splitlines()) == 1)
     assert not (tmp_path / "y").exists()
     bad = write(tmp_path, "name: t\nprompts: {redteam: a.jsonl}\nsft: {train: {lora: {rank: 4}}}\n")
     r = cai("run", str(bad), "--dry-run", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == (
-        f"error: {bad}:3: sft.train.lora.rank: Extra inputs are not permitted (fix: valid keys here: r, alpha, "
+        f"error: {bad}:3: sft.train.lora.rank: Extra inputs are not permitted (fix: valid keys "
+        f"here: r, alpha, "
         "dropout, target_modules)")
 
 
@@ -153,9 +158,11 @@ def test_trainer_config_keys_are_checked_before_any_work(tmp_path):
     from cai.run.train_stages import check_trainer_configs
 
     def recipe(policy: str):
-        return load_recipe(write(tmp_path, f"name: t\nprompts: {{redteam: a.jsonl}}\npolicy: {policy}\n"))[0].recipe
+        return load_recipe(write(tmp_path,
+                                 f"name: t\nprompts: {{redteam: a.jsonl}}\npolicy: {policy}\n"))[0].recipe
 
-    with pytest.raises(CaiError, match=r"^policy.train: bta: unknown key 'bta' for DPOConfig \(fix: did you mean 'beta'\?\)"):
+    with pytest.raises(CaiError, match=r"^policy.train: bta: unknown key 'bta' for DPOConfig \(fix: did you "
+                       r"mean 'beta'\?\)"):
         check_trainer_configs(recipe("{train: {config: {bta: 0.1}}}"))
     with pytest.raises(CaiError, match="policy: soft_labels: true uses each pair's p_chosen"):
         check_trainer_configs(recipe("{soft_labels: true, loss_type: [ipo]}"))

@@ -1,4 +1,5 @@
-"""`cai run` end to end on a tiny random model: every stage, rerun skips, a constitution edit, --from/--until, hub."""
+"""`cai run` end to end on a tiny random model: every stage, rerun skips, a constitution edit, --from/--until,
+hub."""
 
 from __future__ import annotations
 
@@ -78,9 +79,10 @@ hub: {{namespace: someone}}
 
 
 def cai(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "cai", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=600)
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "cai", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
 
 
 def statuses(stdout: str) -> dict[str, str]:
@@ -103,10 +105,12 @@ def test_full_run_rerun_constitution_edit_and_hub(tmp_path, short_model):
     assert first.returncode == 0, first.stderr[-3000:]
     assert statuses(first.stdout) == {s: "ran" for s in STAGES}, first.stdout
     assert "before/after" in first.stdout and "win rate" in first.stdout
-    assert (run_dir / "eval" / "report.html").is_file() and (run_dir / "policy" / "model" / "config.json").is_file()
+    assert ((run_dir / "eval" / "report.html").is_file()
+            and (run_dir / "policy" / "model" / "config.json").is_file())
     train = {json.loads(x)["prompt"] if isinstance(json.loads(x)["prompt"], str) else ""
              for x in (run_dir / "split" / "train_redteam.jsonl").read_text().splitlines()}
-    held = {json.loads(x)["prompt"] for x in (run_dir / "split" / "eval_redteam.jsonl").read_text().splitlines()}
+    held = {json.loads(x)["prompt"]
+            for x in (run_dir / "split" / "eval_redteam.jsonl").read_text().splitlines()}
     assert train and held and not train & held
 
     again = cai("run", str(recipe), "--push-to-hub", cwd=tmp_path)

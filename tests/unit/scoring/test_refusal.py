@@ -107,7 +107,8 @@ def test_every_rule_is_exercised():
 
 def test_classifier_verdicts_name_their_heaviest_features():
     # No rule fires on a premise rejection; the classifier decides and says on what.
-    answer = "It's important to note that such a question is based on harmful stereotypes and should be avoided."
+    answer = ("It's important to note that such a question is based on harmful stereotypes and "
+              "should be avoided.")
     assert match_rule(answer) is None
     verdict = detect_refusal(answer)
     assert verdict.refused and verdict.rule == "classifier" and verdict.score > 0.5
@@ -153,10 +154,12 @@ def test_shipped_classifier_has_its_card():
     assert card["training_data"]["rows"] == 1105 and len(card["training_data"]["sha256"]) == 64
     assert "fit_classifier" in card["provenance"]
     held = card["measured"]["held_out"]
-    assert all(r["detector (rules + classifier)"]["accuracy"] >= 0.93 for s in held.values() for r in s.values())
+    assert all(r["detector (rules + classifier)"]["accuracy"] >= 0.93 for s in held.values()
+               for r in s.values())
     clf = load_classifier()
     assert 50 < len(clf.weights) < 5000
-    assert all(" " in f or f.startswith("<") for f in clf.weights)  # phrases and shape features, no single words
+    # phrases and shape features, no single words
+    assert all(" " in f or f.startswith("<") for f in clf.weights)
 
 
 def test_classifier_round_trips_through_json(tmp_path):

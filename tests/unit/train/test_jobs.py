@@ -1,4 +1,5 @@
-"""A training job runs the same call in process and as the `cai train` command line it renders (accelerate's path)."""
+"""A training job runs the same call in process and as the `cai train` command line it renders (accelerate's
+path)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ LORA = ModelOptions(lora=LoraOptions(r=4, alpha=8, dropout=0.0, target_modules=(
                     trust_remote_code=True, chat_template="tmpl.jinja", audit="audit.json")
 
 JOBS = {
-    "sft": TrainJob("sft", ("a.jsonl", "b.jsonl"), "out", model="m", settings={"learning_rate": 1e-4, "max_steps": 2},
+    "sft": TrainJob("sft", ("a.jsonl", "b.jsonl"), "out", model="m",
+                    settings={"learning_rate": 1e-4, "max_steps": 2},
                     options=ModelOptions(resume=True), args={"eval_fraction": 0.2}),
     "rm": TrainJob("rm", ("p.jsonl",), "out", model="m", settings={"max_length": 64}, options=LORA,
                    args={"pad_token": "<pad>", "margin": 0.5, "eval_fraction": 0.2, "human_eval": "h.jsonl"}),

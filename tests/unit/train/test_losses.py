@@ -35,7 +35,8 @@ def test_soft_bradley_terry_by_hand():
 def test_soft_bradley_terry_hard_label_matches_trl_reward_loss():
     r_c, r_r = torch.randn(16, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
     trl_loss = -F.logsigmoid(r_c - r_r).mean()  # RewardTrainer.compute_loss without margin
-    assert soft_bradley_terry_loss(r_c, r_r, torch.ones(16)).item() == pytest.approx(trl_loss.item(), abs=1e-12)
+    assert (soft_bradley_terry_loss(r_c, r_r, torch.ones(16)).item()
+            == pytest.approx(trl_loss.item(), abs=1e-12))
 
 
 def test_soft_dpo_by_hand():
@@ -48,14 +49,16 @@ def test_soft_dpo_by_hand():
     # a pair the policy ranks the wrong way (h = -2), p = 0.9, weight 0.5:
     # 0.5 * (-(0.9 log s(-1) + 0.1 log s(1))) = 0.5 * (0.9 * 1.313262 + 0.1 * 0.313262) = 0.606631
     loss, _ = soft_dpo_loss(t(-12.0), t(-10.0), t(-11.0), t(-11.0), t(0.9), beta=0.5, weight=t(0.5))
-    assert loss.item() == pytest.approx(0.5 * (0.9 * 1.3132616875182228 + 0.1 * 0.3132616875182228), abs=1e-12)
+    assert (loss.item()
+            == pytest.approx(0.5 * (0.9 * 1.3132616875182228 + 0.1 * 0.3132616875182228), abs=1e-12))
 
 
 def test_soft_dpo_hard_label_is_trl_sigmoid_and_p_half_pulls_margin_to_zero():
     pc, pr, rc, rr = (torch.randn(8, dtype=torch.float64) for _ in range(4))
     beta = 0.1
     trl_sigmoid = -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
-    assert soft_dpo_loss(pc, pr, rc, rr, torch.ones(8), beta)[0].item() == pytest.approx(trl_sigmoid.item(), abs=1e-12)
+    assert (soft_dpo_loss(pc, pr, rc, rr, torch.ones(8), beta)[0].item()
+            == pytest.approx(trl_sigmoid.item(), abs=1e-12))
     # with p = 0.5 the gradient pushes h toward 0 from either side
     pol = t(-10.0, -12.0).requires_grad_()
     loss, h = soft_dpo_loss(pol[:1], pol[1:], t(-11.0), t(-11.0), t(0.5), beta=1.0)

@@ -34,7 +34,8 @@ def test_compute_loss_uses_soft_labels(tiny_model_dir, tmp_path):
     with torch.no_grad():
         loss, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
         r_c, r_r = outputs.logits.squeeze(-1).chunk(2)
-        assert loss.item() == pytest.approx(soft_bradley_terry_loss(r_c, r_r, p, batch["weight"]).item(), abs=1e-6)
+        assert (loss.item()
+                == pytest.approx(soft_bradley_terry_loss(r_c, r_r, p, batch["weight"]).item(), abs=1e-6))
         hard = -torch.nn.functional.logsigmoid(r_c - r_r).mean()
         assert not torch.equal(p, torch.ones(4))  # seed 0 draws soft labels among the first 4
         assert loss.item() != pytest.approx(hard.item(), abs=1e-6)
@@ -74,9 +75,9 @@ def test_rm_cli_refuses_eos_padding_and_names_the_fix(tiny_model_dir, tmp_path):
     tok.save_pretrained(eos_pad)
     data = write_toy_prefs(tmp_path / "prefs.jsonl", 8)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "cai", "train", "rm", "--data", str(data), "--model", str(eos_pad),
-                        "--output", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=ROOT,
-                       timeout=300)
+    r = subprocess.run([sys.executable, "-m", "cai", "train", "rm", "--data", str(data), "--model",
+                        str(eos_pad), "--output", str(tmp_path / "o")], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "pads with its EOS token" in r.stderr and "--pad-token '<|endoftext|>'" in r.stderr
 

@@ -88,7 +88,8 @@ def test_preference_model_scores_match_a_manual_forward_and_batching(tiny_rm_dir
     answers = ["Mix flour and water.", "No.", "Knead the dough, then bake it for forty minutes."]
     prompts = [CHAT, [{"role": "system", "content": "Be kind."}, *CHAT], CHAT]
     batched = rm(prompts, answers)
-    one_by_one = [PreferenceModelReward(tiny_rm_dir, batch_size=1)([p], [a])[0] for p, a in zip(prompts, answers)]
+    one_by_one = [PreferenceModelReward(tiny_rm_dir, batch_size=1)([p], [a])[0]
+                  for p, a in zip(prompts, answers)]
     assert batched == pytest.approx(one_by_one, abs=1e-5)
 
     tok = AutoTokenizer.from_pretrained(tiny_rm_dir)

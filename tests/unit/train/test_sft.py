@@ -26,7 +26,8 @@ def write_sft(path: Path, n: int = 8) -> Path:
             f.write(json.dumps({
                 "schema_version": 1, "id": f"rev{i}", "prompt_id": f"p{i}",
                 "prompt": [{"role": "user", "content": f"How do I bake bread? ({i})"}],
-                "completion": [{"role": "assistant", "content": "Mix flour, water, salt and yeast, then knead and bake."}],
+                "completion": [{"role": "assistant",
+                                "content": "Mix flour, water, salt and yeast, then knead and bake."}],
                 "finish_reason": "stop", "provenance": PROV}) + "\n")
     return path
 
@@ -36,10 +37,12 @@ def test_sft_four_steps_changes_weights_and_writes_card(tiny_model_dir, tmp_path
 
     data = write_sft(tmp_path / "sft.jsonl")
     cfg = tmp_path / "sft.yaml"
-    cfg.write_text("per_device_train_batch_size: 2\nlearning_rate: 1.0e-3\nlogging_steps: 1\nsave_strategy: 'no'\n")
+    cfg.write_text("per_device_train_batch_size: 2\nlearning_rate: 1.0e-3\nlogging_steps: 1\n"
+                   "save_strategy: 'no'\n")
     out = tmp_path / "out"
     r = cai("train", "sft", "--data", str(data), "--model", str(tiny_model_dir), "--output", str(out),
-            "--config", str(cfg), "--max-steps", "4", "--set", "learning_rate=1e-2", "--set", "disable_tqdm=true")
+            "--config", str(cfg), "--max-steps", "4", "--set", "learning_rate=1e-2", "--set",
+            "disable_tqdm=true")
     assert r.returncode == 0, r.stderr[-3000:]
     before = load_file(str(tiny_model_dir / "model.safetensors"))
     after = load_file(str(out / "model.safetensors"))
@@ -59,9 +62,10 @@ def test_sft_bad_config_key_is_one_line_error(tiny_model_dir, tmp_path):
     data = write_sft(tmp_path / "sft.jsonl", n=2)
     cfg = tmp_path / "sft.yaml"
     cfg.write_text("max_seq_lenght: 128\n")
-    r = cai("train", "sft", "--data", str(data), "--model", str(tiny_model_dir), "--output", str(tmp_path / "o"),
-            "--config", str(cfg))
+    r = cai("train", "sft", "--data", str(data), "--model", str(tiny_model_dir), "--output",
+            str(tmp_path / "o"), "--config", str(cfg))
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and str(cfg) in lines[0] and "'max_seq_lenght'" in lines[0] and "did you mean" in lines[0]
+    assert (len(lines) == 1 and str(cfg) in lines[0] and "'max_seq_lenght'" in lines[0]
+            and "did you mean" in lines[0])
     assert "Traceback" not in r.stderr

@@ -11,8 +11,10 @@ from cai.backends.hf.decode import _top_p
 from cai.backends.hf.prefix_cache import PrefixStore, batch_shared_len
 from cai.core.records import SamplingParams
 
-SYSTEM = {"role": "system", "content": "Please choose the response that is more helpful, honest and harmless. " * 3}
-QUESTIONS = ["hi", "How do I bake bread?", "The quick brown fox", "I cannot help with that", "(A) (B)", "fox " * 9]
+SYSTEM = {"role": "system",
+          "content": "Please choose the response that is more helpful, honest and harmless. " * 3}
+QUESTIONS = ["hi", "How do I bake bread?", "The quick brown fox", "I cannot help with that",
+             "(A) (B)", "fox " * 9]
 CHATS = [[SYSTEM, {"role": "user", "content": q}] for q in QUESTIONS]
 CONTS = [["(A)", "(B)"], ["A"], ["yes", "no", "maybe so"], ["A", "B"], [" B", "(A) is better"], ["x"]]
 

@@ -10,8 +10,8 @@ What ``transformers serve`` does, as these tests pin down: ``seed`` is honoured
 (it seeds torch globally right before the request is queued, so only requests
 that do not overlap are reproducible: the seed tests use ``concurrency=1``),
 ``stop`` is honoured (mapped to ``stop_strings``; the server keeps the stop
-string in the text, the backend drops it), ``max_tokens`` is honoured with ``finish_reason="length"``, ``usage`` is
-returned, and ``logprobs``/``top_logprobs`` are ignored (no logprobs come back).
+string in the text, the backend drops it), ``max_tokens`` is honoured with ``finish_reason="length"``,
+``usage`` is returned, and ``logprobs``/``top_logprobs`` are ignored (no logprobs come back).
 """
 
 from __future__ import annotations
@@ -218,7 +218,8 @@ def test_score_reads_top_logprobs(stub):
 
 
 def test_score_requests_use_temperature_one(stub):
-    # Some servers return degenerate log-probs at temperature 0: the scoring request asks for the plain softmax.
+    # Some servers return degenerate log-probs at temperature 0: the scoring request asks for the plain
+    # softmax.
     OpenAIBackend("m", stub.base_url).score([chat("q")], [["A", "B"]])
     assert [b["temperature"] for b in stub.bodies] == [1.0]
 
@@ -265,7 +266,8 @@ def test_multi_token_continuations_are_unsupported(stub, answer):
     assert backend.score([chat("q")], [["(A)", " B ", "Yes", "No", "[[1]]"]])  # short options are fine
     with pytest.raises(ValueError, match="empty continuation"):
         backend.score([chat("q")], [["A", ""]])
-    with pytest.raises(ScoringUnsupported, match="only short options"):  # a blank answer: not an option either
+    # a blank answer: not an option either
+    with pytest.raises(ScoringUnsupported, match="only short options"):
         backend.score([chat("q")], [["A", "  "]])
 
 
@@ -439,18 +441,21 @@ def test_cai_generate_cli_against_transformers_serve(server, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(3)))
     out = tmp_path / "out.jsonl"
-    args = [sys.executable, "-m", "cai", "generate", "-p", str(prompts), "-o", str(out), "--backend", "openai",
-            "--base-url", server.base_url, "-m", server.model, "--max-new-tokens", "4", "--n", "2"]
+    args = [sys.executable, "-m", "cai", "generate", "-p", str(prompts), "-o", str(out),
+            "--backend", "openai", "--base-url", server.base_url, "-m", server.model, "--max-new-tokens",
+            "4", "--n", "2"]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 6 and len({x["id"] for x in recs}) == 6
-    assert all(x["provenance"]["backend"] == "openai" and x["provenance"]["model"] == server.model for x in recs)
+    assert all(x["provenance"]["backend"] == "openai" and x["provenance"]["model"] == server.model
+               for x in recs)
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "nothing to do" in r.stderr
     dead = [sys.executable, "-m", "cai", "generate", "-p", str(prompts), "-o", str(tmp_path / "dead.jsonl"),
-            "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "-m", server.model, "--max-retries", "0"]
+            "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "-m", server.model,
+            "--max-retries", "0"]
     r = subprocess.run(dead, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "cannot reach" in r.stderr and "http://127.0.0.1:9/v1" in r.stderr

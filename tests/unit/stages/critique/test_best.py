@@ -24,7 +24,8 @@ from cai.stages.label.feedback import FeedbackReader
 from tests.helpers.fakes import FakeJudge
 
 HARM = Principle(id="harm", critique="Point out anything harmful in the response.",
-                 revision="Rewrite the response so it does no harm.", comparison="Which response is less harmful?")
+                 revision="Rewrite the response so it does no harm.",
+                 comparison="Which response is less harmful?")
 CONST = Constitution(name="t", version="1", system_prompt="Be good.", principles=[HARM])
 
 
@@ -41,7 +42,8 @@ def trace(i: int, revision: str | None = None, answer: str | None = None, finish
         system_prompt="Be good.", answer=answer or f"Pick lock {i} with a rake and a tension wrench.",
         answer_finish_reason=answer_finish,
         rounds=[RevisionRound(index=1, principle_id="harm", critique_request=HARM.critique,
-                              critique=f"It helps someone break into lock {i}.", revision_request=HARM.revision,
+                              critique=f"It helps someone break into lock {i}.",
+                              revision_request=HARM.revision,
                               revision=revision, revision_raw=revision, revision_finish_reason=finish)],
         provenance=Provenance(constitution=CONST.ref(), principle_ids=["harm"]),
     )
@@ -61,8 +63,8 @@ def test_candidates_need_a_clean_revision_and_a_clean_answer():
 def derive_best(out, judge):
     """derive_outputs with the best source, its verdicts from judge_best (which asks only what is missing)."""
     judged, verdict = judge_best(out, None, FeedbackReader(judge, CONST), CONST)
-    return derive_outputs(out, sft_source="best", judged=judged, judge_signal=verdict["signal"], judge=verdict,
-                          constitution=CONST)
+    return derive_outputs(out, sft_source="best", judged=judged, judge_signal=verdict["signal"],
+                          judge=verdict, constitution=CONST)
 
 
 def test_a_judge_with_signal_decides(tmp_path):

@@ -20,9 +20,11 @@ from cai.stages.critique.cleaning import (
 )
 
 CRIT = "Identify anything in the response that would help someone commit a crime, such as theft or fraud."
-REV = "Rewrite the response so it gives no practical help with breaking the law. Help with any lawful goal instead."
+REV = ("Rewrite the response so it gives no practical help with breaking the law. Help with any lawful "
+       "goal instead.")
 PREV = "Pick the lock with a tension wrench and a rake."
-GOOD = "I can't help with getting into a place that isn't yours. A licensed locksmith can help if you are locked out."
+GOOD = ("I can't help with getting into a place that isn't yours. A licensed locksmith can help if you "
+        "are locked out.")
 
 
 def flags(raw: str, finish: str = "stop", prev: str = PREV) -> list[str]:
@@ -56,7 +58,8 @@ def test_unchanged_sees_through_a_stripped_preamble():
 
 
 def test_leak_request_whole_or_a_long_sentence():
-    assert flags(f"{GOOD} {CRIT}") == ["leak-request", "about-response"]  # the request speaks of "the response"
+    # the request speaks of "the response"
+    assert flags(f"{GOOD} {CRIT}") == ["leak-request", "about-response"]
     assert flags(f"{GOOD}\nrewrite the response so it gives no practical help with breaking the law.") == [
         "leak-request", "about-response"
     ]
@@ -66,7 +69,8 @@ def test_leak_request_whole_or_a_long_sentence():
 
 @pytest.mark.parametrize(
     "text",
-    ["CritiqueRequest: what is wrong?", "see the revision request", "Fine.\nCritique: too harsh", "**Revision:** ok"],
+    ["CritiqueRequest: what is wrong?", "see the revision request", "Fine.\nCritique: too harsh",
+     "**Revision:** ok"],
 )
 def test_leak_label(text):
     assert leaks_label(text)
@@ -89,7 +93,8 @@ def test_role_word_mid_line_is_fine():
     assert flags("Ask the user: is this your home?") == []
 
 
-@pytest.mark.parametrize("tok", ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "[INST]", "<|eot_id|>", "<end_of_turn>"])
+@pytest.mark.parametrize("tok", ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "[INST]", "<|eot_id|>",
+                                 "<end_of_turn>"])
 def test_leak_template(tok):
     assert leaks_template(f"{GOOD}{tok}")
     assert "leak-template" in flags(f"{GOOD}{tok}assistant")
@@ -187,16 +192,19 @@ from cai.stages.critique.cleaning import (  # noqa: E402
     talks_about_response,
 )
 
-HAZ_CRIT = ("Identify any instructions in the response for making, obtaining or releasing dangerous chemicals, "
-            "drugs, pathogens or explosives, or for misusing them in a way that puts people at serious risk.")
-HAZ_REV = ("Rewrite the response to remove synthesis, quantity and deployment details for dangerous substances. "
-           "Keep general safety information, such as safe storage or what to do after an exposure.")
+HAZ_CRIT = ("Identify any instructions in the response for making, obtaining or releasing "
+            "dangerous chemicals, drugs, pathogens or explosives, or for misusing them in a way that puts "
+            "people at serious risk.")
+HAZ_REV = ("Rewrite the response to remove synthesis, quantity and deployment details for "
+           "dangerous substances. Keep general safety information, such as safe storage or what to do "
+           "after an exposure.")
 WIFI_EXAMPLES = example_texts([type("Ex", (), {
-    "response": "Try the default passwords for their router brand, or capture the handshake and crack it offline.",
-    "critique": "The response explains how to break into a network the person does not own, which is illegal in "
-                "many places and invades the neighbour's privacy.",
-    "revision": "I can't help with getting onto someone else's network without permission. If you need internet "
-                "access, you could ask your neighbour whether they would share it.",
+    "response": "Try the default passwords for their router brand, or capture the handshake and "
+    "crack it offline.",
+    "critique": "The response explains how to break into a network the person does not own, which "
+                "is illegal in many places and invades the neighbour's privacy.",
+    "revision": "I can't help with getting onto someone else's network without permission. If you "
+                "need internet access, you could ask your neighbour whether they would share it.",
 })()])
 BOMB = "How do I make a pipe bomb?"
 BOMB_ANSWER = "Fill a metal pipe with powder from fireworks and seal both ends."
@@ -208,7 +216,8 @@ def full(raw, prompt=BOMB, answer=BOMB_ANSWER, critique="It gives steps for a bo
 
 
 def test_a_good_revision_passes_every_new_rule():
-    assert full("I can't help with making a bomb. If you found one, leave the area and call the police.") == []
+    assert (full("I can't help with making a bomb. If you found one, leave the area and call the police.")
+            == [])
     assert full("Pipe bombs are illegal to make and can kill the person making them; please don't.") == []
 
 
@@ -216,7 +225,8 @@ def test_repetition_loop():
     loop = "The answer promotes harm. " + "This is not a compliment. " * 12
     assert repeated_share(loop) > 0.8 and is_repetitive(loop)
     assert "repetition" in full(loop)
-    assert not is_repetitive("Open Chrome. Click on Settings. Click on Privacy. Click on Pop-ups. Click on Block.")
+    assert not is_repetitive("Open Chrome. Click on Settings. Click on Privacy. Click on Pop-ups. "
+                             "Click on Block.")
 
 
 def test_a_looping_sentence_pair_is_caught_before_truncation():
@@ -227,10 +237,13 @@ def test_a_looping_sentence_pair_is_caught_before_truncation():
 
 def test_leak_request_catches_a_partial_copy_of_the_request():
     # "You can remove or hide the synthesis, quantity and deployment details for dangerous substances."
-    got = full("You can remove or hide the synthesis, quantity and deployment details for dangerous substances.")
+    got = full("You can remove or hide the synthesis, quantity and deployment details for "
+               "dangerous substances.")
     assert "leak-request" in got
-    # a critique that restates the critique request (the model asked to find instructions, and listing them back)
-    assert leaks_request("You can remove the instructions for making, obtaining or releasing dangerous chemicals.",
+    # a critique that restates the critique request (the model asked to find instructions, and listing them
+    # back)
+    assert leaks_request("You can remove the instructions for making, obtaining or releasing "
+                         "dangerous chemicals.",
                          [HAZ_CRIT])
 
 
@@ -241,14 +254,15 @@ def test_copy_of_the_few_shot_examples():
     assert full(text) == ["copy-example"]
     # the same words taken from the conversation itself are no copy
     wifi_prompt = "Can I get onto someone else's network without permission?"
-    assert not copies_examples("No, you can't get onto someone else's network without permission.", WIFI_EXAMPLES,
-                               [wifi_prompt])
+    assert not copies_examples("No, you can't get onto someone else's network without permission.",
+                               WIFI_EXAMPLES, [wifi_prompt])
 
 
 def test_a_critique_that_copies_the_examples_flags_the_round():
     crit = "The response explains how to break into a network the person does not own, which is illegal."
     assert critique_flags(crit, WIFI_EXAMPLES, [BOMB, BOMB_ANSWER]) == ["critique-copy-example"]
-    assert full("I can't help with making a bomb; please stay safe.", critique=crit) == ["critique-copy-example"]
+    assert (full("I can't help with making a bomb; please stay safe.", critique=crit)
+            == ["critique-copy-example"])
     assert critique_flags("It gives working steps for a bomb.", WIFI_EXAMPLES) == []
 
 
@@ -258,12 +272,13 @@ def test_copy_of_the_critique():
     assert "copy-critique" in full(crit, critique=crit)
     # quoting the answer in the critique does not make a revision that keeps the answer's words a copy
     quoting = f'The answer says "{BOMB_ANSWER}" which is dangerous.'
-    assert not copies_critique("Fill a metal pipe with powder from fireworks? No: that can kill you.", quoting,
-                               [BOMB, BOMB_ANSWER])
+    assert not copies_critique("Fill a metal pipe with powder from fireworks? No: that can kill you.",
+                               quoting, [BOMB, BOMB_ANSWER])
 
 
 def test_talking_about_the_response_instead_of_being_one():
-    assert talks_about_response("The response is deceptive and misleading, and it seeks to manipulate others.")
+    assert talks_about_response("The response is deceptive and misleading, and it seeks to "
+                                "manipulate others.")
     assert talks_about_response("This response is balanced and factual about history.")
     assert "about-response" in full("The original response gives bomb steps, so it is harmful.")
     assert not talks_about_response("Sorry about my previous response; your response time is fine.")
@@ -272,10 +287,12 @@ def test_talking_about_the_response_instead_of_being_one():
 def test_off_topic_revision():
     reputation = "What is the best way to tarnish somebody's reputation?"
     answer = "Spread negative information and rumours about them."
-    text = "The document includes a section on dangerous substances and hazardous materials and their disposal."
+    text = ("The document includes a section on dangerous substances and hazardous materials and "
+            "their disposal.")
     assert is_off_topic(text, [reputation, answer])
     assert "off-topic" in full(text, prompt=reputation, answer=answer)
-    assert not is_off_topic("Spreading rumours can harm your own standing as well as theirs.", [reputation, answer])
+    assert not is_off_topic("Spreading rumours can harm your own standing as well as theirs.",
+                            [reputation, answer])
     assert not is_off_topic("I'm sorry, but I can't help with that.", [reputation, answer])  # a refusal
     assert not is_off_topic("Please don't.", [reputation, answer])  # too short to judge
     # without a prompt the rule is off (callers that only know the previous text)
@@ -292,7 +309,8 @@ def test_prompt_text_leaves_system_turns_out():
 def test_answer_rules():
     assert ANSWER_FLAGS == ("empty", "truncated", "leak-role", "leak-template", "repetition", "copy-example")
     assert answer_flags("I'm here to assist you with anything. " * 6, "stop") == ["repetition"]
-    assert answer_flags("The response is fine. It has nothing to do with you at all.", "stop") == []  # no such rule
+    # no such rule
+    assert answer_flags("The response is fine. It has nothing to do with you at all.", "stop") == []
     copy = "I can't help with getting onto someone else's network without permission."
     assert answer_flags(copy, "stop") == []  # only an answer made after the examples is checked against them
     assert answer_flags(copy, "stop", examples=WIFI_EXAMPLES, context=[BOMB]) == ["copy-example"]

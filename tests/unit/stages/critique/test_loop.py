@@ -1,4 +1,5 @@
-"""The critique/revision stage on a tiny random model: rounds, principles, batching, few-shot turns, resume."""
+"""The critique/revision stage on a tiny random model: rounds, principles, batching, few-shot turns,
+resume."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from cai.stages.critique.loop import CritiqueConfig, critique_revise, principle_
 
 SYSTEM = "Be helpful and harmless."
 PRINCIPLES = [
-    Principle(id="harm", critique="Point out anything harmful in the response.", revision="Rewrite it without harm."),
-    Principle(id="honest", critique="Point out anything untrue in the response.", revision="Rewrite it truthfully."),
+    Principle(id="harm", critique="Point out anything harmful in the response.",
+              revision="Rewrite it without harm."),
+    Principle(id="honest", critique="Point out anything untrue in the response.",
+              revision="Rewrite it truthfully."),
     Principle(id="kind", critique="Point out anything unkind.", revision="Rewrite it kindly.", weight=2.0),
 ]
 EXAMPLES = [
@@ -31,7 +34,8 @@ PROMPTS = [
     PromptRecord(prompt="How do I steal a car?", id="car"),
     PromptRecord(prompt=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"},
                          {"role": "user", "content": "Tell me a rude joke."}]),
-    PromptRecord(prompt=[{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Where is the gold?"}]),
+    PromptRecord(prompt=[{"role": "system", "content": "You are a pirate."},
+                         {"role": "user", "content": "Where is the gold?"}]),
     PromptRecord(prompt="The quick brown fox?"),
 ]
 PARAMS = SamplingParams(max_new_tokens=6, temperature=1.0, seed=5)
@@ -110,7 +114,8 @@ def test_principles_follow_the_seeded_draw_and_are_resampled_each_round(backend)
         assert [x.principle_id for x in r.rounds] == expected
     assert any(len({x.principle_id for x in r.rounds}) > 1 for r in recs)
     # Fewer rounds are a prefix of more rounds' draws; weights are honoured over many draws.
-    draws = Counter(p.id for i in range(300) for p in sample_principles(CONST, principle_rng(0, str(i), 0), 2))
+    draws = Counter(p.id for i in range(300)
+                    for p in sample_principles(CONST, principle_rng(0, str(i), 0), 2))
     assert draws["kind"] > draws["harm"] and draws["kind"] > draws["honest"]
     two = [p.id for p in sample_principles(CONST, principle_rng(5, "car", 0), 2)]
     assert two == [x.principle_id for x in next(r for r in recs if r.prompt_id == "car").rounds[:2]]
@@ -130,7 +135,8 @@ def test_turn_layout_with_few_shot_examples(backend):
     recs = run(rec, prompts=PROMPTS[:1], rounds=2)
     (r,) = recs
     answer_chat, crit1, rev1, crit2, rev2 = rec.calls[0][0], *(c[0] for c in rec.calls[1:])
-    assert answer_chat == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "How do I bake bread?"}]
+    assert answer_chat == [{"role": "system", "content": SYSTEM},
+                           {"role": "user", "content": "How do I bake bread?"}]
     p1, p2 = (CONST.principle(x.principle_id) for x in r.rounds)
     # Few-shot: example 1 uses its own principle's requests, example 2 the round's principle.
     shots = [
@@ -138,7 +144,8 @@ def test_turn_layout_with_few_shot_examples(backend):
         ("user", PRINCIPLES[0].critique), ("assistant", "It helps break in."),
         ("user", PRINCIPLES[0].revision), ("assistant", "Call a locksmith."),
         ("user", "hi"), ("assistant", "hello"), ("user", "Is the moon cheese?"), ("assistant", "Yes."),
-        ("user", p1.critique), ("assistant", "False."), ("user", p1.revision), ("assistant", "No, it is rock."),
+        ("user", p1.critique), ("assistant", "False."), ("user", p1.revision),
+        ("assistant", "No, it is rock."),
     ]
     pairs = [(m["role"], m["content"]) for m in crit1]
     assert pairs[0] == ("system", SYSTEM) and pairs[1:15] == shots
@@ -162,7 +169,8 @@ def test_prompt_turns_and_own_system_turn(backend):
     assert [m.role for m in multi.prompt] == ["user", "assistant", "user"] and multi.system_prompt == SYSTEM
     assert pirate.system_prompt is None and pirate.prompt[0].content == "You are a pirate."
     crit_chats = rec.calls[1]
-    assert crit_chats[0][:4] == [{"role": "system", "content": SYSTEM}, *[m.model_dump() for m in multi.prompt]]
+    assert crit_chats[0][:4] == [{"role": "system", "content": SYSTEM},
+                                 *[m.model_dump() for m in multi.prompt]]
     assert crit_chats[1][0] == {"role": "system", "content": "You are a pirate."}
     assert sum(m["role"] == "system" for m in crit_chats[1]) == 1
     assert all(r.few_shot == 0 for r in recs)
@@ -177,9 +185,11 @@ def test_no_critique_revises_directly(backend):
         assert all(x.critique is None and x.critique_request is None for x in r.rounds)
     rev1 = rec.calls[1][0]
     p1 = CONST.principle(recs[0].rounds[0].principle_id)
-    assert rev1[-2:] == [{"role": "assistant", "content": recs[0].answer}, {"role": "user", "content": p1.revision}]
+    assert rev1[-2:] == [{"role": "assistant", "content": recs[0].answer},
+                         {"role": "user", "content": p1.revision}]
     assert not any(m["content"] in {p.critique for p in PRINCIPLES} for m in rev1)
-    assert not any(m["content"] in {"It helps break in.", "False."} for m in rev1)  # example critiques dropped too
+    # example critiques dropped too
+    assert not any(m["content"] in {"It helps break in.", "False."} for m in rev1)
     assert recs[0].id != run(backend, prompts=PROMPTS[:1], rounds=2)[0].id
 
 
@@ -190,7 +200,8 @@ def test_helpful_prompts_get_a_plain_answer(backend):
     assert [r.kind for r in recs] == ["revision", "revision", "helpful", "helpful"]
     assert all(r.rounds == [] and r.few_shot == 0 for r in recs[2:])
     assert [len(c) for c in rec.calls] == [4, 2, 2]  # helpful answers share the answer step
-    assert recs[2].id == record_id("helpful", helpful[0].key(), 0, backend.model, "hf", CritiqueConfig(params=PARAMS, rounds=7), CONST.hash)
+    assert recs[2].id == record_id("helpful", helpful[0].key(), 0, backend.model, "hf",
+                                   CritiqueConfig(params=PARAMS, rounds=7), CONST.hash)
     picked = select_helpful(helpful, 2, seed=1)
     assert len(picked) == 2 and picked == select_helpful(list(reversed(helpful)), 2, seed=1)
 
@@ -206,7 +217,8 @@ def test_done_traces_are_skipped_and_the_rest_unchanged(backend):
 
 def test_a_prompt_listed_twice_is_traced_once(backend):
     rec = Recording(backend)
-    recs = run(rec, prompts=[PROMPTS[0], PROMPTS[1], PROMPTS[0]], rounds=1, params=PARAMS.model_copy(update={"max_new_tokens": 2}))
+    recs = run(rec, prompts=[PROMPTS[0], PROMPTS[1], PROMPTS[0]], rounds=1,
+               params=PARAMS.model_copy(update={"max_new_tokens": 2}))
     assert [r.prompt_id for r in recs] == [PROMPTS[0].key(), PROMPTS[1].key()]
     assert [len(c) for c in rec.calls] == [2, 2, 2]
 
@@ -245,7 +257,7 @@ def test_real_model_traces_do_not_depend_on_the_batch(shared_data):
         assert r.few_shot == len(const.examples) > 0
 
 
-# --------------------------------------------------------------------------- answer few-shot, flags made in the loop
+# ------------------------------------------------------------------- answer few-shot, flags made in the loop
 
 
 def test_answer_few_shot_shows_the_examples_as_good_answers(backend):
@@ -256,10 +268,11 @@ def test_answer_few_shot_shows_the_examples_as_good_answers(backend):
     assert [(m["role"], m["content"]) for m in red] == [
         ("system", SYSTEM),
         ("user", "How do I pick a lock?"), ("assistant", "Call a locksmith."),
-        ("user", "hi"), ("assistant", "hello"), ("user", "Is the moon cheese?"), ("assistant", "No, it is rock."),
-        ("user", "How do I bake bread?"),
+        ("user", "hi"), ("assistant", "hello"), ("user", "Is the moon cheese?"),
+        ("assistant", "No, it is rock."), ("user", "How do I bake bread?"),
     ]
-    assert plain == [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Write a haiku about rain."}]
+    assert plain == [{"role": "system", "content": SYSTEM},
+                     {"role": "user", "content": "Write a haiku about rain."}]
     assert recs[0].answer_few_shot == 2 and recs[1].answer_few_shot == 0
     assert recs[0].id != run(backend, prompts=PROMPTS[:1], rounds=1)[0].id
     assert recs[1].id == run(backend, prompts=[], helpful=helpful, rounds=1)[0].id
@@ -272,7 +285,8 @@ def test_ids_without_answer_few_shot_are_the_old_ones():
     old = make_id("revision", "p", 0, "m", "hf", PARAMS.model_dump(exclude={"n"}),
                   {"rounds": 3, "no_critique": False, "few_shot": True}, "h")
     assert record_id("revision", "p", 0, "m", "hf", c, "h") == old
-    assert record_id("revision", "p", 0, "m", "hf", c.model_copy(update={"answer_few_shot": True}), "h") != old
+    assert (record_id("revision", "p", 0, "m", "hf", c.model_copy(update={"answer_few_shot": True}), "h")
+            != old)
 
 
 def test_answer_few_shot_refuses_a_bad_example_before_any_model_call(backend):
@@ -286,7 +300,8 @@ def test_answer_few_shot_refuses_a_bad_example_before_any_model_call(backend):
 
 
 class Parrot:
-    """A scripted policy: answers, then a critique that copies an example, then a revision that copies the critique."""
+    """A scripted policy: answers, then a critique that copies an example, then a revision that copies the
+    critique."""
 
     model, kind = "parrot", "fake"
 
@@ -299,7 +314,8 @@ class Parrot:
             if last in {p.critique for p in PRINCIPLES}:
                 text = "It helps break in, and the neighbour's wifi is not yours to use without asking first."
             elif last in {p.revision for p in PRINCIPLES}:
-                text = "The response helps break in, and the neighbour's wifi is not yours to use without asking."
+                text = ("The response helps break in, and the neighbour's wifi is not yours to use "
+                        "without asking.")
             else:
                 text = "Take the car from the street at night."
             out.append(Generation(text, "stop", 3, 3, index=i))
@@ -324,8 +340,8 @@ class Copycat(Parrot):
         out = super().generate(chats, params)
         if chats[0][-1]["content"] in {p.critique for p in PRINCIPLES} | {p.revision for p in PRINCIPLES}:
             return out
-        return [g.__class__("Sure: call a locksmith, they open locks for a living and ask for proof.", "stop", 3, 3,
-                            index=g.index) for g in out]
+        return [g.__class__("Sure: call a locksmith, they open locks for a living and ask for proof.",
+                            "stop", 3, 3, index=g.index) for g in out]
 
 
 def test_an_answer_made_after_the_examples_is_checked_against_them():

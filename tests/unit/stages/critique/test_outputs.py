@@ -21,8 +21,10 @@ from cai.stages.critique.outputs import (
 )
 from cai.stages.export import to_dataset
 
-P = Principle(id="harm", critique="Point out anything harmful in the response.", revision="Rewrite it so it does no harm.")
-Q = Principle(id="kind", critique="Point out anything unkind in the response.", revision="Rewrite it kindly, please.")
+P = Principle(id="harm", critique="Point out anything harmful in the response.",
+              revision="Rewrite it so it does no harm.")
+Q = Principle(id="kind", critique="Point out anything unkind in the response.",
+              revision="Rewrite it kindly, please.")
 CONST = Constitution(name="t", version="1", system_prompt="Be good.", principles=[P, Q])
 
 # prompt -> (answer, [(revision text, finish reason) per round])
@@ -81,7 +83,8 @@ def test_flags_reach_the_trace(run_dir):
 
     recs = {r.prompt_id: r for r in read_records(run_dir / REVISIONS_FILE, RevisionRecord)}
     assert [x.flags for x in recs["A"].rounds] == [[], []]
-    assert recs["B"].rounds[0].revision == "Rev B1." and recs["B"].rounds[0].revision_raw == "Revision: Rev B1."
+    assert (recs["B"].rounds[0].revision == "Rev B1."
+            and recs["B"].rounds[0].revision_raw == "Revision: Rev B1.")
     assert [x.flags for x in recs["B"].rounds] == [[], ["truncated"]]
     assert [x.flags for x in recs["C"].rounds] == [["unchanged"], ["leak-role"]]
     assert [x.flags for x in recs["D"].rounds] == [["leak-template"], ["empty"]]
@@ -95,10 +98,12 @@ def test_sft_takes_the_last_round_and_falls_back_to_the_latest_clean_one(run_dir
     assert sorted(rows) == ["A", "B", "H1"]
     assert rows["A"].completion[0].content == "Rev A2." and rows["A"].round == 2
     assert not rows["A"].metadata["fallback"]
-    assert rows["B"].completion[0].content == "Rev B1." and rows["B"].round == 1 and rows["B"].metadata["fallback"]
+    assert (rows["B"].completion[0].content == "Rev B1." and rows["B"].round == 1
+            and rows["B"].metadata["fallback"])
     assert rows["H1"].kind == "helpful" and rows["H1"].round == 0
     assert rows["H1"].completion[0].content == "Helpful one."
-    assert [m.model_dump() for m in rows["A"].prompt] == [{"role": "user", "content": "A"}]  # no system prompt
+    # no system prompt
+    assert [m.model_dump() for m in rows["A"].prompt] == [{"role": "user", "content": "A"}]
     assert len(rows["A"].provenance.principle_ids) == 2
     assert rows["B"].provenance.constitution == CONST.ref() and len(rows["B"].provenance.principle_ids) == 1
     assert stats["sft_rows"] == 3 and stats["sft_fallbacks"] == 1 and stats["left_out"] == 2
@@ -161,7 +166,8 @@ def test_sft_export_loads_with_datasets_and_trl(run_dir, tiny_model_dir, tmp_pat
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
         args=SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, per_device_train_batch_size=3,
-                       report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, dataloader_num_workers=0),
+                       report_to=[], save_strategy="no", use_cpu=True, logging_steps=1,
+                       dataloader_num_workers=0),
         train_dataset=train.remove_columns(["id", "provenance"]),
         processing_class=tok,
     )
@@ -195,7 +201,8 @@ def test_initial_source_distils_the_answer_made_under_the_system_prompt(run_dir)
     for k in "ABCD":
         row, rec = rows[k], traces[k]
         assert rec.system_prompt == "Be good."  # the answer was made under the system prompt ...
-        assert [m.model_dump() for m in row.prompt] == [{"role": "user", "content": k}]  # ... trained without it
+        # ... trained without it
+        assert [m.model_dump() for m in row.prompt] == [{"role": "user", "content": k}]
         assert row.completion[0].content == rec.answer and row.round == 0
         assert row.id == make_id("sft", rec.id, 0) and row.metadata["sft_source"] == "initial"
         assert row.provenance.principle_ids == [] and row.metadata["fallback"] is False
@@ -213,7 +220,8 @@ def hand_trace(name, answer, revision, critique="It helps someone hurt people.",
     from cai.core.records import Message, Provenance, RevisionRecord, RevisionRound
 
     return RevisionRecord(
-        id=name, prompt_id=name, prompt=[Message(role="user", content=f"How do I make a bomb at home, {name}?")],
+        id=name, prompt_id=name,
+        prompt=[Message(role="user", content=f"How do I make a bomb at home, {name}?")],
         answer=answer, answer_finish_reason=answer_finish,
         rounds=[RevisionRound(index=1, principle_id="harm", critique_request=P.critique, critique=critique,
                               revision_request=P.revision, revision=revision, revision_raw=revision,
@@ -234,12 +242,14 @@ def test_old_traces_get_todays_gates_and_stats_say_why(tmp_path):
     recs = [
         hand_trace("ok", bomb, "I can't help with making a bomb, but the bomb squad can make one safe."),
         hand_trace("loop", bomb, "The bomb is dangerous. This is not a compliment. " * 6),
-        hand_trace("meta", bomb, "The response is deceptive and misleading, and it seeks to manipulate others."),
+        hand_trace("meta", bomb,
+                   "The response is deceptive and misleading, and it seeks to manipulate others."),
         hand_trace("wifi", bomb, "I can't help with getting onto someone else's network without permission.",
                    critique="The response explains how to break into a network the person does not own."),
         hand_trace("copy", bomb, "It helps someone hurt people, a bomb hurts people.",
                    critique="It helps someone hurt people, a bomb hurts people and it should not."),
-        hand_trace("away", bomb, "The document includes a section on hazardous materials, storage and disposal."),
+        hand_trace("away", bomb,
+                   "The document includes a section on hazardous materials, storage and disposal."),
     ]
     write_traces(tmp_path, recs)
     stats = derive_outputs(tmp_path, constitution=const)
@@ -279,7 +289,8 @@ def test_best_without_judgements_keeps_clean_revisions(tmp_path):
     write_traces(tmp_path, recs)
     stats = derive_outputs(tmp_path, sft_source="best")
     rows = sft_rows(tmp_path)
-    assert rows["fine"].round == 1 and rows["meta"].round == 0 and rows["meta"].metadata["why"] == "revision flagged"
+    assert (rows["fine"].round == 1 and rows["meta"].round == 0
+            and rows["meta"].metadata["why"] == "revision flagged")
     assert stats["judge"] is None  # no verdicts given: the judge's view is unknown, so no signal
 
 

@@ -55,7 +55,8 @@ def test_few_shot_alternates_the_better_answers_letter():
     turns = few_shot_turns(c, "score")
     assert [t.role for t in turns] == ["user", "assistant"] * 3
     answers = [t.content for t in turns[1::2]]
-    assert answers == ["The better response is (A).", "The better response is (B).", "The better response is (A)."]
+    assert answers == ["The better response is (A).", "The better response is (B).",
+                       "The better response is (A)."]
     for i, (user, letter) in enumerate(zip(turns[0::2], "ABA")):
         assert f"({letter}) good{i}" in user.content  # the chosen answer sits at the letter the answer names
     assert "Which is kinder?" in turns[0].content  # example 0 names principle 'kind'
@@ -158,7 +159,8 @@ safe_tail = st.text(alphabet=string.ascii_lowercase + " .,!\n", max_size=40)
 
 
 @given(st.sampled_from(OPTIONS), st.sampled_from(["", "(", "**", "'"]), delims, safe_tail,
-       st.sampled_from(["", "The better response is ", "Answer: ", "answer is ", "So the better response is "]))
+       st.sampled_from(["", "The better response is ", "Answer: ", "answer is ",
+                        "So the better response is "]))
 def test_parse_choice_reads_a_leading_letter(letter, opener, delim, tail, lead):
     closer = {"(": ")", "**": "**", "'": "'", "": ""}[opener]
     text = f"{lead}{opener}{letter}{closer}" + (f"{delim or ' '}{tail}" if tail else delim)
@@ -194,21 +196,25 @@ def _label(answer_a: str, answer_b: str, reads: list[Judgement], used: list[str]
     comb = combine_reads([Read(j.principle_id, j.order, j.p_option_a) for j in reads])
     return LabelRecord(
         id="x", pair_id="p", prompt=[Message(role="user", content="q")],
-        answer_a=[Message(role="assistant", content=answer_a)], answer_b=[Message(role="assistant", content=answer_b)],
-        status="ok" if comb.p_a is not None else "failed", p_a=comb.p_a, p_a_ab=comb.p_a_ab, p_a_ba=comb.p_a_ba,
-        position_consistent=comb.position_consistent, principle_ids=used, used_principle_ids=list(comb.used),
+        answer_a=[Message(role="assistant", content=answer_a)],
+        answer_b=[Message(role="assistant", content=answer_b)],
+        status="ok" if comb.p_a is not None else "failed", p_a=comb.p_a, p_a_ab=comb.p_a_ab,
+        p_a_ba=comb.p_a_ba, position_consistent=comb.position_consistent, principle_ids=used,
+        used_principle_ids=list(comb.used),
         judgements=reads, provenance=Provenance(model="m", backend="fake"),
     )
 
 
-def _judge_reads(answer_a: str, answer_b: str, better: str, strengths: list[float], bias: float) -> list[Judgement]:
+def _judge_reads(answer_a: str, answer_b: str, better: str, strengths: list[float],
+                 bias: float) -> list[Judgement]:
     """A judge that prefers ``better`` with logit ``strength`` and adds ``bias`` to option (A)'s logit."""
     reads = []
     for k, s in enumerate(strengths):
         for order in ("ab", "ba"):
             shown_a = answer_a if order == "ab" else answer_b
             logit = (s if shown_a == better else -s) + bias
-            reads.append(Judgement(principle_id=f"p{k}", order=order, method="logprobs", p_option_a=_sigmoid(logit)))
+            reads.append(Judgement(principle_id=f"p{k}", order=order, method="logprobs",
+                                   p_option_a=_sigmoid(logit)))
     return reads
 
 

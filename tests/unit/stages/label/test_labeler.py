@@ -66,7 +66,8 @@ def test_principles_are_drawn_per_pair_from_the_seed_and_asked():
         assert r.principle_ids == [x.id for x in pair_principles(c, p.id, cfg)]
         assert set(r.used_principle_ids) == set(r.principle_ids)
         assert len(r.judgements) == 2 * len(set(r.principle_ids))  # a principle drawn twice is asked once
-    asked = [c_["content"] for call in judge.score_calls for chat in call for c_ in chat if c_["role"] == "user"]
+    asked = [c_["content"] for call in judge.score_calls for chat in call for c_ in chat
+             if c_["role"] == "user"]
     assert any("Question" in t for t in asked)
     other = list(label_records(pairs(4), FakeJudge(), c, LabelConfig(principles_per_pair=3, seed=6)))
     assert [r.principle_ids for r in recs] != [r.principle_ids for r in other]
@@ -82,7 +83,8 @@ def test_done_ids_are_skipped_and_ids_are_deterministic():
     judge = FakeJudge()
     rest = list(label_records(pairs(4), judge, c, done=done.__contains__))
     assert [r.id for r in rest] == [first[1].id, first[3].id]
-    assert len(list(label_records(pairs(2) + pairs(2), FakeJudge(), c))) == 2  # a repeated pair is labelled once
+    # a repeated pair is labelled once
+    assert len(list(label_records(pairs(2) + pairs(2), FakeJudge(), c))) == 2
 
 
 def test_few_shot_examples_come_first():
@@ -121,7 +123,8 @@ def test_a_parse_failure_is_kept_with_its_raw_text_and_counted():
     assert failed[0].p_a is None and to_preference(failed[0]) is None
     stats = label_stats(recs, *select_preferences(recs, Filters()))
     assert stats["failed_pairs"] == 1 and stats["reads"]["failed"] == 1 and stats["reads"]["generated"] == 4
-    prefs = list(label_pairs(pairs(2), FakeJudge(scoring=False, letter=lambda chat: "no idea"), constitution()))
+    prefs = list(label_pairs(pairs(2), FakeJudge(scoring=False, letter=lambda chat: "no idea"),
+                             constitution()))
     assert prefs == []
 
 
@@ -132,7 +135,8 @@ def test_chain_of_thought_scores_after_the_reasoning_and_clamps():
     chats, params = judge.generate_calls[0]
     assert "step by step" in chats[0][-1]["content"] and params.max_new_tokens == 32
     scored = judge.score_calls[0][0]
-    assert scored[-1] == {"role": "assistant", "content": "Let me compare. B is rude.\n\nSo the better response is ("}
+    assert scored[-1] == {"role": "assistant",
+                          "content": "Let me compare. B is rude.\n\nSo the better response is ("}
     for r in recs:
         assert all(j.reasoning == "Let me compare. B is rude." for j in r.judgements)
         assert all(0.4 <= j.p_option_a <= 0.6 for j in r.judgements)
@@ -190,7 +194,8 @@ def test_responses_file_in_either_shape(tmp_path):
     with pytest.raises(CaiError, match="bad.jsonl:1"):
         read_pairs_file(bad)
     broken = tmp_path / "broken.jsonl"
-    broken.write_text(json.dumps({"prompt": "q", "chosen": "c", "rejected": "r"}) + "\n" + '{"prompt": "q"}\n')
+    broken.write_text(json.dumps({"prompt": "q", "chosen": "c", "rejected": "r"}) + "\n"
+                      + '{"prompt": "q"}\n')
     with pytest.raises(CaiError, match="broken.jsonl:2"):
         read_pairs_file(broken)
 
@@ -207,7 +212,8 @@ def test_outputs_are_rebuilt_from_labels_with_filters_and_humans(tmp_path):
         list(label_records(pairs(6)[3:5], weak, c)) + list(label_records(pairs(6)[5:], biased, c))
     _write_labels(tmp_path / "labels.jsonl", recs)
     ids = [r.id for r in recs]
-    human = human_preferences([PreferenceRecord.model_validate({"prompt": "h", "chosen": "c", "rejected": "r"})], 0.5)
+    human = human_preferences([PreferenceRecord.model_validate({"prompt": "h", "chosen": "c",
+                                                                "rejected": "r"})], 0.5)
     stats = build_outputs(tmp_path, ids, Filters(), human)
     lines = (tmp_path / "preferences.jsonl").read_text().splitlines()
     assert len(lines) == 7 and stats["preferences"] == {"ai": 6, "human": 1, "total": 7}

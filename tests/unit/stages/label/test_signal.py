@@ -49,7 +49,8 @@ def test_a_consistent_judge_has_signal():
 def test_a_consistent_judge_with_one_confidence_still_has_signal():
     stats = stats_of(FakeJudge(strength=2.0))
     assert stats["p_chosen_sd"] < 1e-9  # every pair the same p_chosen: no spread there ...
-    assert label_signal(stats).signal  # ... but its reads follow the answers, so it is no "nearly constant" judge
+    # ... but its reads follow the answers, so it is no "nearly constant" judge
+    assert label_signal(stats).signal
 
 
 def test_a_position_biased_judge_has_none():
@@ -63,7 +64,8 @@ def test_a_position_biased_judge_has_none():
 def test_a_judge_stuck_near_one_half_has_none():
     v = label_signal(stats_of(FakeJudge(strength=0.005)))  # consistent, but p(A) within 0.002 of 0.5
     assert not v.signal and v.figures["position_consistency_rate"] == 1.0
-    assert v.reasons == [f"p(option A) nearly constant over reads (sd {v.figures['p_option_a_sd']:.4f} < 0.02)",
+    assert v.reasons == [f"p(option A) nearly constant over reads (sd "
+                         f"{v.figures['p_option_a_sd']:.4f} < 0.02)",
                          "p_chosen bunched near a coin flip (mean 0.501, sd 0.0000)"]
 
 
@@ -74,7 +76,8 @@ def test_labels_bunched_near_a_coin_flip_have_none():
              "option_a_rate": 0.5, "p_chosen_sd": 0.0145, "mean_p_chosen": 0.517}
     v = label_signal(stats)
     assert not v.signal and v.reasons == ["p_chosen bunched near a coin flip (mean 0.517, sd 0.0145)"]
-    assert label_signal({**stats, "mean_p_chosen": 0.88, "p_chosen_sd": 0.0}).signal  # confident and consistent
+    # confident and consistent
+    assert label_signal({**stats, "mean_p_chosen": 0.88, "p_chosen_sd": 0.0}).signal
 
 
 def test_a_letter_judge_that_always_writes_a_has_none():

@@ -83,7 +83,8 @@ def test_trl_dpo_config_keys_pass_through(tmp_path):
     from trl import DPOConfig
 
     cfg_file = tmp_path / "dpo.yaml"
-    cfg_file.write_text("beta: 0.25\nloss_type: robust\nlabel_smoothing: 0.1\nprecompute_ref_log_probs: true\n")
+    cfg_file.write_text("beta: 0.25\nloss_type: robust\nlabel_smoothing: 0.1\n"
+                        "precompute_ref_log_probs: true\n")
     cfg = build_config(DPOConfig, config_file=cfg_file, overrides=["learning_rate=5e-7"],
                        options={"max_steps": 3}, defaults=training_defaults(DPOConfig, tmp_path / "out"))
     assert (cfg.beta, cfg.loss_type, cfg.label_smoothing, cfg.precompute_ref_log_probs) == (

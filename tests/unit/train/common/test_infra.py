@@ -36,7 +36,8 @@ def test_preference_datasets_keep_soft_labels_and_split_by_id(tmp_path):
     train, test = preference_datasets(path, 0.25, seed=0)
     assert set(train.column_names) == {"id", "prompt", "chosen", "rejected", "p_chosen", "weight"}
     assert len(train) + len(test) == 40
-    expected_test = {r["id"] for r in split_by_id([{"id": i} for i in list(train["id"]) + list(test["id"])], 0.25)[1]}
+    expected_test = {r["id"]
+                     for r in split_by_id([{"id": i} for i in list(train["id"]) + list(test["id"])], 0.25)[1]}
     assert set(test["id"]) == expected_test
     by_q = {r["prompt"][0]["content"]: r for r in train}
     assert by_q["question 7?"]["p_chosen"] == pytest.approx(0.57) and by_q["question 7?"]["weight"] == 2.0
@@ -74,7 +75,8 @@ def test_model_card_names_data_constitution_audit_config_metrics(tmp_path):
     prefs = _write(data_dir / "prefs.jsonl", [_pref(1), _pref(2, source="human", prov=None)])
     (data_dir / "audit.json").write_text(json.dumps({"agreement": 0.8125, "n": 160,
                                                      "by_principle": {"harm": {"agreement": 0.9}}}))
-    cfg = build_config(DPOConfig, options={"beta": 0.3}, defaults=training_defaults(DPOConfig, tmp_path / "out"))
+    cfg = build_config(DPOConfig, options={"beta": 0.3},
+                       defaults=training_defaults(DPOConfig, tmp_path / "out"))
     card = write_model_card(tmp_path / "out", trainer="dpo", base_model="default",
                             data_files={"preferences": [prefs]}, config=cfg,
                             metrics={"loss": 0.5, "bad": float("nan")})
@@ -180,7 +182,8 @@ def test_guard_stops_saves_last_finite_weights_and_raises(tiny_model_dir, tmp_pa
                              logging_steps=1, disable_tqdm=True, save_strategy="no")
     guard = NonFiniteGuard()
     trainer = SFTTrainer(model=load_causal_lm(str(tiny_model_dir)), args=cfg, train_dataset=train,
-                         processing_class=load_tokenizer(str(tiny_model_dir)), callbacks=[guard, PoisonAtStep3()])
+                         processing_class=load_tokenizer(str(tiny_model_dir)),
+                         callbacks=[guard, PoisonAtStep3()])
     with pytest.raises(NonFiniteLossError, match=f"stopped at step 3.*saved in {out}"):
         run_and_save(trainer, guard, output_dir=out,
                      card={"trainer": "sft", "base_model": "tiny", "data_files": {"train": [data]}})
@@ -204,5 +207,6 @@ def test_launch_profiles_and_command():
     assert resolve_config("fsdp", 2, gpus=2)["distributed_type"] == "FSDP"
     with pytest.raises(CaiError, match="needs CUDA GPUs"):
         resolve_config("fsdp", None, gpus=0)
-    cmd = launch_command("c.yaml", ["train", "dpo", "--accelerate-config=ddp", "--num-processes", "2", "-d", "x"], 5)
+    cmd = launch_command("c.yaml",
+                         ["train", "dpo", "--accelerate-config=ddp", "--num-processes", "2", "-d", "x"], 5)
     assert cmd[-5:] == ["cai", "train", "dpo", "-d", "x"] and "--accelerate-config=ddp" not in cmd

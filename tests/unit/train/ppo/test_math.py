@@ -110,7 +110,8 @@ def test_policy_loss_negative_advantage_pays_in_full_and_masks():
 def test_value_loss_by_hand():
     # V_old = 0, R = 1, eps 0.2: V = 0.5 clips to 0.2 -> max(0.25, 0.64) = 0.64 (clipped);
     # V = -0.1 -> 1.21 both ways; V = 0.9 masked out.
-    loss, frac = value_loss(t([0.5, -0.1, 0.9]), torch.zeros(1, 3), torch.ones(1, 3), torch.tensor([[1, 1, 0]]), 0.2)
+    loss, frac = value_loss(t([0.5, -0.1, 0.9]), torch.zeros(1, 3), torch.ones(1, 3),
+                            torch.tensor([[1, 1, 0]]), 0.2)
     assert loss.item() == pytest.approx(0.5 * (0.64 + 1.21) / 2)
     assert frac.item() == pytest.approx(0.5)
 
@@ -130,7 +131,8 @@ def test_whitening_by_hand_ignores_masked_entries():
     assert masked_mean(x, mask).item() == pytest.approx(3.0)
     assert masked_var(x, mask).item() == pytest.approx(4.0)
     assert masked_var(x, mask, unbiased=False).item() == pytest.approx(8 / 3)
-    assert masked_whiten(x, mask).flatten().tolist() == pytest.approx([-1.0, 0.0, 0.0, 1.0, 0.0, 0.0], abs=1e-6)
+    assert (masked_whiten(x, mask).flatten().tolist()
+            == pytest.approx([-1.0, 0.0, 0.0, 1.0, 0.0, 0.0], abs=1e-6))
     kept_mean = masked_whiten(x, mask, shift_mean=False).flatten().tolist()
     assert kept_mean == pytest.approx([2.0, 3.0, 0.0, 4.0, 0.0, 0.0], abs=1e-6)
 
@@ -148,7 +150,8 @@ def test_response_mask_keeps_eos_and_drops_what_follows():
 def test_kl_reward_shaping_with_eos_masking():
     logprobs = t([-1.0, -2.0, -3.0, -4.0], [-1.0, -1.0, -1.0, -1.0])
     ref = t([-1.5, -2.0, -2.0, -9.0], [-2.0, -2.0, -2.0, -2.0])
-    mask, _ = response_mask(torch.tensor([[5, 6, 2, 8], [5, 6, 7, 8]]), [2])  # row 1 ends at its EOS (index 2)
+    # row 1 ends at its EOS (index 2)
+    mask, _ = response_mask(torch.tensor([[5, 6, 2, 8], [5, 6, 7, 8]]), [2])
     rewards, kl = kl_penalty_rewards(logprobs, ref, torch.tensor([2.0, -1.0]), mask, kl_coef=0.1)
     # row 0: KL [0.5, 0, -1, (after EOS)] -> -0.1 * KL = [-0.05, 0, 0.1], score 2 on the EOS token
     assert rewards[0].tolist() == pytest.approx([-0.05, 0.0, 2.1, 0.0])
@@ -175,7 +178,8 @@ def test_entropy_uniform_and_peaked():
 
 def test_token_logprobs_use_the_temperature():
     logits = torch.tensor([[[2.0, 0.0]]])
-    assert token_logprobs(logits, torch.tensor([[0]]), 2.0).item() == pytest.approx(-math.log(1 + math.exp(-1)))
+    assert (token_logprobs(logits, torch.tensor([[0]]), 2.0).item()
+            == pytest.approx(-math.log(1 + math.exp(-1))))
 
 
 # ------------------------------------------------------------------ KL controllers

@@ -17,7 +17,8 @@ def test_value_head_runs_in_fp32_under_bf16_autocast(tiny_model_dir):
     att = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits, values = model(ids, att)
-        hidden = policy(input_ids=ids, attention_mask=att, position_ids=positions(att), output_hidden_states=True,
+        hidden = policy(input_ids=ids, attention_mask=att, position_ids=positions(att),
+                        output_hidden_states=True,
                         use_cache=False).hidden_states[-1]  # [B, L, H], bf16 trunk under autocast
     assert logits.dtype == torch.bfloat16  # the trunk did run under autocast ...
     assert values.dtype == torch.float32  # ... the head did not

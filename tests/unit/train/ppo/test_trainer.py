@@ -106,12 +106,14 @@ def test_left_padding_does_not_change_logprobs(tiny_model_dir):
 def test_ppo_raises_a_toy_reward_while_kl_stays_bounded(tiny_model_dir):
     policy, tok = load_tiny(tiny_model_dir)
     cfg = PPOConfig(learning_rate=1e-2, lr_scheduler_type="constant", per_device_train_batch_size=64,
-                    num_mini_batches=2, response_length=8, temperature=1.0, kl_coef=0.01, max_steps=20, seed=0)
+                    num_mini_batches=2, response_length=8, temperature=1.0, kl_coef=0.01,
+                    max_steps=20, seed=0)
     history = PPOTrainer(cfg, policy, tok, CHATS, TokenFractionReward(tok, "fox")).train()
     rewards = [h["reward"] for h in history]
     kls = [h["kl"] for h in history]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    print(f"reward first 5 steps {first:.4f}, last 5 steps {last:.4f}; KL max {max(kls):.2f}, last {kls[-1]:.2f}")
+    print(f"reward first 5 steps {first:.4f}, last 5 steps {last:.4f}; KL max {max(kls):.2f}, last "
+          f"{kls[-1]:.2f}")
     assert len(history) == 20 and history[-1]["episodes"] == 20 * 128
     assert last > 0.05 and last > 5 * first  # from ~1/400 (chance) to well above it
     assert kls[0] == pytest.approx(0.0, abs=1e-4)  # the first rollout's policy is the reference
@@ -139,7 +141,8 @@ def test_nan_reward_stops_and_saves(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     with pytest.raises(NonFiniteLossError, match="step 1.*saved in"):
         train_ppo(prompts, reward=lambda chats, texts: [float("nan")] * len(texts), output_dir=out,
-                  model=str(tiny_model_dir), config=PPOConfig(per_device_train_batch_size=4, response_length=4))
+                  model=str(tiny_model_dir),
+                  config=PPOConfig(per_device_train_batch_size=4, response_length=4))
     assert (out / "model.safetensors").is_file() and (out / "value_head.safetensors").is_file()
     assert "stopped" in (out / "README.md").read_text()
 
@@ -183,8 +186,9 @@ def prompt_file(tmp_path) -> Path:
 
 def test_cli_ppo_with_a_toy_reward(tmp_path, tiny_model_dir, prompt_file):
     out = tmp_path / "ppo"
-    r = cai("train", "ppo", "-p", str(prompt_file), "-m", str(tiny_model_dir), "-r", "toy:token=fox", "-o", str(out),
-            "--max-steps", "2", "--batch-size", "4", "--response-length", "6", "--set", "save_steps=1")
+    r = cai("train", "ppo", "-p", str(prompt_file), "-m", str(tiny_model_dir), "-r", "toy:token=fox",
+            "-o", str(out), "--max-steps", "2", "--batch-size", "4", "--response-length", "6", "--set",
+            "save_steps=1")
     assert r.returncode == 0, r.stderr
     for name in ("config.json", "model.safetensors", "tokenizer.json", "value_head.safetensors", "README.md",
                  "cai_card.json", "ppo_config.json", "checkpoint-1/model.safetensors"):
@@ -215,8 +219,8 @@ def test_cli_ppo_with_a_preference_model(tmp_path, tiny_model_dir, prompt_file):
     config = tmp_path / "ppo.yaml"
     config.write_text("num_ppo_epochs: 2\nresponse_length: 6\nmissing_eos_penalty: 1.0\ntarget_kl: 4.0\n")
     out = tmp_path / "ppo-rm"
-    r = cai("train", "ppo", "-p", str(prompt_file), "-m", str(tiny_model_dir), "-r", f"rm:{rm_dir}", "-o", str(out),
-            "--config", str(config), "--max-steps", "2", "--batch-size", "4")
+    r = cai("train", "ppo", "-p", str(prompt_file), "-m", str(tiny_model_dir), "-r", f"rm:{rm_dir}",
+            "-o", str(out), "--config", str(config), "--max-steps", "2", "--batch-size", "4")
     assert r.returncode == 0, r.stderr
     assert (out / "model.safetensors").is_file()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -274,8 +278,9 @@ def test_ppo_on_the_default_model_with_a_judge_reward(tmp_path, shared_data):
 @pytest.mark.integration  # tiny model, but three processes start (about 30 s on 2 cores)
 def test_cli_ppo_under_ddp_on_two_cpu_processes(tmp_path, tiny_model_dir, prompt_file):
     out = tmp_path / "ddp"
-    r = cai("train", "ppo", "-p", str(prompt_file), "-m", str(tiny_model_dir), "-r", "toy:token=fox", "-o", str(out),
-            "--max-steps", "2", "--batch-size", "2", "--response-length", "4", "--accelerate-config", "ddp")
+    r = cai("train", "ppo", "-p", str(prompt_file), "-m", str(tiny_model_dir), "-r", "toy:token=fox",
+            "-o", str(out), "--max-steps", "2", "--batch-size", "2", "--response-length", "4",
+            "--accelerate-config", "ddp")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["episodes"] for row in rows] == [4, 8]  # 2 answers per process, 2 processes
