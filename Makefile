@@ -31,3 +31,4 @@ bench: setup
 	$(BIN)/python benchmarks/critique.py
 	$(BIN)/python benchmarks/dpo_precompute.py
 	$(BIN)/python benchmarks/label_memory.py
+	$(BIN)/python benchmarks/quickstart.py

@@ -47,6 +47,9 @@ def critique(
                                    "under the constitution's system prompt, trained without it) or best (a "
                                    "clean revision the judge prefers to the initial answer, when the judge "
                                    "has signal; else the initial answer)."),
+    refusal_gate: bool = typer.Option(False, "--refusal-gate", help="Keep a red-team SFT target only when it "
+                                      "declines and a helpful one only when it does not (the audited refusal "
+                                      "detector decides): never train on harmful compliance."),
     answer_few_shot: bool = typer.Option(False, "--answer-few-shot",
                                          help="The initial answers of red-team prompts see the "
                                               "constitution's examples (prompt -> revision) first."),

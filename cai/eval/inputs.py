@@ -77,15 +77,8 @@ def load_curve(path: str | Path) -> list[dict[str, float]]:
 
 def load_audit(path: str | Path) -> dict[str, Any]:
     """``audit.json`` of ``cai audit labeler`` (a folder holding one works too)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "audit.json"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CaiError(f"audit {p}: cannot read it: {exc}",
-                       hint="pass the audit.json of `cai audit labeler`") from None
-    if not isinstance(data, dict) or "reliability" not in data:
+    p, data = _read_json(path, "audit", "cai audit labeler")
+    if "reliability" not in data:
         raise CaiError(f"audit {p}: not an audit (no 'reliability' field)",
                        hint="pass the audit.json of `cai audit labeler`")
     return data
@@ -214,4 +207,36 @@ def load_training_sample(name: str, path: str | Path, seed: int = 0,
             kinds.append(kind)
             examples.append({"line": i + 1, **ex})
     kind = kinds[0] if kinds and len(set(kinds)) == 1 else "other"
-    return {"name": name, "path": str(p), "kind": kind, "rows": len(lines), "examples": examples}
+    return {"name": name, "path": str(p), "kind": kind, "rows": len(lines), "examples": examples,
+            "note": stage_note(p.parent / "stats.json", kind)}
+
+
+def stage_note(stats_file: Path, kind: str) -> str | None:
+    """What the stage that wrote a training file said about it (its ``stats.json`` beside the file), if any:
+    for labels, whether they carry signal; for an SFT set, how many rows survived the gates and why not.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "stats.json").write_text('{"signal": {"signal": false, '
+    ...                                   '"reasons": ["consistency 4% <= 50%"]}}')
+    >>> stage_note(d / "stats.json", "preferences")
+    'the label stage measured: the labels carry no signal (consistency 4% <= 50%)'
+    >>> stage_note(d / "missing.json", "sft") is None
+    True
+    """
+    try:
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if kind == "preferences" and isinstance(stats.get("signal"), dict):
+        s = stats["signal"]
+        if s.get("signal"):
+            return "the label stage measured: the labels carry signal"
+        return f"the label stage measured: the labels carry no signal ({'; '.join(s.get('reasons', []))})"
+    if kind == "sft" and "sft_rows" in stats:
+        why = stats.get("left_out_why") or {}
+        left = ", ".join(f"{k} {v}" for k, v in sorted(why.items(), key=lambda kv: -kv[1]))
+        source = stats.get("sft_source", "revision")
+        return (f"the critique stage kept {stats['sft_rows']} SFT row(s) (source {source}; red-team traces "
+                f"left out: {left or 'none'})")
+    return None

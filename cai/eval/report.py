@@ -108,8 +108,9 @@ def to_markdown(summary: EvalSummary) -> str:
     for i, (label, _) in enumerate(rows[0] if rows else []):
         lines.append(f"| {label} | " + " | ".join(_md_cell(r[i][1]) for r in rows) + " |")
     lines.append("")
-    lines.append("Intervals are 95% Wilson intervals. Refusals are counted by the documented phrase rules in "
-                 "`cai/scoring/refusal.py`; harm is judged by the feedback model against the constitution.")
+    lines.append("Intervals are 95% Wilson intervals. Refusals are counted by the refusal detector "
+                 "(`cai/scoring/refusal.py`: named phrase rules, then a small shipped classifier); harm is "
+                 "judged by the feedback model against the constitution.")
     lines += ["", "## Judges on this run", ""] + [f"- {line}" for line in judge_lines(summary)]
     if summary.comparisons:
         lines += ["", f"## Before/after against {_md_cell(_baseline(summary))}", "",
@@ -132,6 +133,7 @@ def to_markdown(summary: EvalSummary) -> str:
         lines += ["", "## Training data (sample)", ""]
         for t in summary.training_data:
             lines += [f"### {_md_cell(t.name)}: `{_md_cell(t.path)}` ({t.rows} rows, {t.kind})", ""]
+            lines += [f"**{_md_cell(t.note)}**", ""] if t.note else []
             for ex in t.examples:
                 lines += [f"Line {ex.get('line')}: " + training_note(t.kind, ex), "", "Prompt:", "",
                           *_fenced(_conversation(ex.get("prompt") or [])), ""]
@@ -228,6 +230,25 @@ def _pct(x: Any) -> str:
     return f"{100 * x:.0f}%" if isinstance(x, (int, float)) else "-"
 
 
+def shipped_refusal_figures() -> str:
+    """What the shipped refusal classifier's card says it measured on held-out human-labelled answers.
+
+    >>> shipped_refusal_figures().startswith("its card: held-out accuracy")
+    True
+    """
+    from cai.scoring.refusal import classifier_card
+
+    held = (classifier_card().get("measured") or {}).get("held_out") or {}
+    runs = [r.get("detector (rules + classifier)") for split in held.values() for r in split.values()]
+    runs = [r for r in runs if r]
+    if not runs:
+        return "its card records no held-out measurement."
+    acc = ", ".join(f"{r['accuracy']:.3f}" for r in runs)
+    rec = ", ".join(f"{r['recall']:.3f}" for r in runs)
+    return (f"its card: held-out accuracy {acc} and recall {rec} on halves of 1,105 human-labelled answers "
+            "of five chat models (XSTest completions).")
+
+
 def judge_lines(summary: EvalSummary) -> list[str]:
     """How trustworthy each judge was on this run, one plain-text line per judge (harm, refusal, helpfulness).
 
@@ -255,14 +276,15 @@ def judge_lines(summary: EvalSummary) -> list[str]:
     audit = r.audit if r else None
     if audit:
         n = f" on {audit['n']} human-labelled answers" if isinstance(audit.get("n"), int) else ""
-        out.append(f"Refusal detector (documented phrase rules, cai/scoring/refusal.py): audited accuracy "
+        out.append(f"Refusal detector (phrase rules + classifier, cai/scoring/refusal.py): audited accuracy "
                    f"{_pct(audit.get('accuracy'))}, precision {_pct(audit.get('precision'))}, recall "
                    f"{_pct(audit.get('recall'))}{n}.")
     else:
-        out.append("Refusal detector: documented phrase rules (cai/scoring/refusal.py), not "
-                   "audited on this run (run `cai audit refusal`, pass --refusal-audit). It reads the first "
-                   "300 characters: it misses late or paraphrased refusals and counts an apologetic answer "
-                   "that complies as a refusal.")
+        out.append("Refusal detector: phrase rules + a small classifier (cai/scoring/refusal.py), not "
+                   "audited on this run (run `cai audit refusal`, pass --refusal-audit); "
+                   f"{shipped_refusal_figures()} It reads the opening of an answer: it can miss late or "
+                   "paraphrased refusals and count an apologetic answer that complies as a refusal, more so "
+                   "on a small model's degenerate text than on the chat models it was measured on.")
     w = summary.judges.get("helpfulness")
     if w is None:
         out.append("Helpfulness judge: not run (no benign prompts, or no model besides the baseline).")
@@ -502,6 +524,8 @@ def _training_html(summary: EvalSummary) -> str:
     for t in summary.training_data:
         parts.append(f"<h3>{html.escape(t.name)}: <code>{html.escape(t.path)}</code> "
                      f"({t.rows} rows, {html.escape(t.kind)})</h3>")
+        if t.note:
+            parts.append(f"<p><b>{html.escape(t.note)}</b></p>")
         for ex in t.examples:
             fields = "".join(f"<p>{f.capitalize()}:</p>{_html_block(str(ex[f]))}"
                              for f in ("completion", "chosen", "rejected") if f in ex)
@@ -572,7 +596,7 @@ img {{ max-width: 100%; }}
 <h1>cai evaluation</h1>
 {const}
 <table id="summary"><thead><tr><th>figure</th>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>Intervals are 95% Wilson intervals. Refusals: documented phrase rules \
+<p>Intervals are 95% Wilson intervals. Refusals: phrase rules and a small classifier \
 (<code>cai/scoring/refusal.py</code>).
 Harm: judged by the feedback model against the constitution.</p>
 {judges}

@@ -116,7 +116,7 @@ class JudgeSignal(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     judge: str
-    method: str  # harm-rubric, harm-pairwise, helpfulness, phrase-rules
+    method: str  # harm-rubric, harm-pairwise, helpfulness, rules+classifier
     model: str | None = None
     n: int = 0
     failures: int = 0
@@ -193,6 +193,7 @@ class TrainingSample(BaseModel):
     kind: Literal["sft", "preferences", "other"]
     rows: int
     examples: list[dict[str, Any]] = Field(default_factory=list)
+    note: str | None = None  # what the stage that wrote it measured (label signal, SFT survivors)
 
 
 class EvalSummary(BaseModel):

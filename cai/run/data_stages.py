@@ -80,8 +80,10 @@ def split_stage(recipe: Recipe) -> Stage:
 
     def fingerprint(ctx: RunContext) -> Any:
         files = {"redteam": [file_digest(p) for p in spec.redteam],
-                 "helpful": [file_digest(p) for p in spec.helpful]}
-        return {"prompts": spec.model_dump(mode="json", exclude={"redteam", "helpful"}), "files": files}
+                 "helpful": [file_digest(p) for p in spec.helpful],
+                 **({"lookalike": file_digest(spec.lookalike)} if spec.lookalike else {})}
+        return {"prompts": spec.model_dump(mode="json", exclude={"redteam", "helpful", "lookalike"}),
+                "files": files}
 
     def run(ctx: RunContext) -> dict[str, Any]:
         from cai.core.jsonl import read_prompts
@@ -94,6 +96,15 @@ def split_stage(recipe: Recipe) -> Stage:
         parts = {"train_redteam": red_train[: spec.limit], "eval_redteam": red_eval[: spec.eval_limit],
                  "train_helpful": help_train[: spec.helpful_limit],
                  "eval_helpful": help_eval[: spec.eval_limit]}
+        if spec.lookalike is not None:  # the train part's twins join the training prompts; the rest is eval
+            from cai.eval.answers import check_labels
+
+            look = read_prompts(spec.lookalike)
+            check_labels(spec.lookalike, look)
+            fraction = spec.lookalike_eval_fraction or spec.eval_fraction
+            look_train, parts["eval_lookalike"] = split_prompts(look, fraction, spec.seed)
+            parts["train_redteam"] += [r for r in look_train if r.metadata["label"] == "unsafe"]
+            parts["train_helpful"] += [r for r in look_train if r.metadata["label"] == "safe"]
         if not parts["train_redteam"]:
             raise CaiError(f"no red-team prompt left for training after the split of {len(red)} prompt(s)",
                            hint="lower prompts.eval_fraction or add prompts")
@@ -171,17 +182,22 @@ def check_survivors(stats: dict[str, Any], min_fraction: float, where: Path) -> 
 
 def answers_stage(recipe: Recipe) -> Stage:
     spec = recipe.answers
-    deps = ("split", "sft") if spec.source == "sft" else ("split",)
+    deps = {"sft": ("split", "sft"), "base": ("split",), "critique": ("critique",)}[spec.source]
 
     def fingerprint(ctx: RunContext) -> Any:
         return {"answers": spec.model_dump(mode="json"), "constitution": recipe_constitution(recipe).hash,
-                "model": recipe.model.identity() if spec.source == "base" else "sft"}
+                "model": recipe.model.identity() if spec.source == "base" else spec.source}
 
     def run(ctx: RunContext) -> dict[str, Any]:
         from cai.core.records import SamplingParams
         from cai.stages.generate import GenerateConfig, run_generate
 
         out, const = ctx.dir("answers"), recipe_constitution(recipe)
+        if spec.source == "critique":
+            from cai.stages.critique.outputs import initial_answers
+
+            n = initial_answers(ctx.output("critique", "revisions"), out / "candidates.jsonl", spec.helpful)
+            return {"candidates": ctx.rel(out / "candidates.jsonl"), "answers": n}
         records = (_split_prompts(ctx, "train_redteam")
                    + (_split_prompts(ctx, "train_helpful") if spec.helpful else []))
         params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,

@@ -54,7 +54,8 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
         "feedback_backend": judge.backend, "feedback_base_urls": list(judge.base_url),
         "max_new_tokens": spec.max_new_tokens, "seed": recipe.prompts.seed, "batch_size": base.batch_size,
         "device": base.device, "dtype": base.dtype, "curves": curves, **sets,
-        "lookalike": spec.lookalike, "judge_audit": spec.judge_audit, "refusal_audit": spec.refusal_audit,
+        "lookalike": ctx.output("split", "eval_lookalike") if "eval_lookalike" in ctx.outputs["split"]
+        else spec.lookalike, "judge_audit": spec.judge_audit, "refusal_audit": spec.refusal_audit,
         "preference_model": ctx.output("rm", "model") if "rm" in ctx.outputs else None,
         "training_data": {k: ctx.output(stage, key) for k, stage, key in
                           (("sft", "critique", "sft"), ("preferences", "label", "preferences"))

@@ -122,11 +122,16 @@ class PromptsSpec(_Section):
     limit: int | None = Field(None, ge=1)  # at most this many train red-team prompts
     helpful_limit: int | None = Field(None, ge=0)
     eval_limit: int | None = Field(None, ge=1)  # at most this many held-out prompts of each kind
+    # XSTest-format look-alikes (label safe|unsafe), split like the others: the train part's safe prompts
+    # join the helpful ones, its unsafe contrasts the red-team ones; the held-out part is the eval's set
+    lookalike: RelPath | None = None
+    lookalike_eval_fraction: float | None = Field(None, gt=0, lt=1)  # default: eval_fraction
 
 
 class CritiqueSpec(_Section):
     rounds: int = Field(2, ge=0, le=32)  # 0: initial answers only, for sft_source: initial
     samples_per_prompt: int = Field(1, ge=1)
+    helpful_samples: int | None = Field(None, ge=1)  # samples of each helpful prompt (default: the same)
     no_critique: bool = False
     few_shot: bool = True
     max_new_tokens: int = Field(256, ge=1)
@@ -137,6 +142,8 @@ class CritiqueSpec(_Section):
     sft_round: int | None = Field(None, ge=1)
     sft_source: Literal["revision", "initial", "best"] = "revision"  # initial: context distillation
     min_sft_fraction: float = Field(0.1, ge=0, le=1)  # stop when fewer red-team traces survive the gates
+    refusal_gate: bool = False  # red-team SFT targets must decline, helpful ones must not (refusal detector)
+    trim_truncated: bool = False  # answers cut at max_new_tokens: trimmed to the last sentence, not dropped
     answer_few_shot: bool = False  # the initial answers see the constitution's examples first
 
     def stage_config(self, seed: int) -> CritiqueStageConfig:
@@ -149,9 +156,11 @@ class CritiqueSpec(_Section):
                                 top_p=self.top_p, seed=seed)
         loop = CritiqueConfig(rounds=self.rounds, samples_per_prompt=self.samples_per_prompt,
                               no_critique=self.no_critique, few_shot=self.few_shot,
-                              batch_size=self.batch_size, answer_few_shot=self.answer_few_shot, params=params)
+                              batch_size=self.batch_size, answer_few_shot=self.answer_few_shot,
+                              helpful_samples=self.helpful_samples, params=params)
         return CritiqueStageConfig(loop=loop, helpful_ratio=self.helpful_ratio, sft_round=self.sft_round,
-                                   sft_source=self.sft_source)
+                                   sft_source=self.sft_source, refusal_gate=self.refusal_gate,
+                                   trim_truncated=self.trim_truncated)
 
 
 class SFTSpec(_Section):
@@ -162,7 +171,7 @@ class SFTSpec(_Section):
 class AnswersSpec(_Section):
     """Candidate answers for the labeler: ``k`` samples per train prompt from the SFT (or base) model."""
 
-    source: Literal["sft", "base"] = "sft"
+    source: Literal["sft", "base", "critique"] = "sft"  # critique: pair the critique stage's own samples
     k: int = Field(2, ge=2)
     pairing: Literal["all", "disjoint"] = "all"
     temperature: float = Field(0.8, ge=0.7)

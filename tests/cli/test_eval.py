@@ -138,3 +138,14 @@ def test_embedded_model_shipped_prompts(tmp_path):
     assert m.harm.refusal.n == 1 and m.harm.harmful.n + m.harm.judge_failures == 1
     assert m.over_refusal.safe_refusal.n == 1 and m.over_refusal.unsafe_refusal.n == 1
     assert s.settings["redteam"].endswith("examples/prompts/redteam.jsonl")
+
+
+def test_fail_on_regression_exits_one_and_says_what_regressed(capsys):
+    import typer
+
+    from cai.cli.eval import exit_on_regressions
+
+    exit_on_regressions([])  # nothing regressed: no exit
+    with pytest.raises(typer.Exit) as exc:
+        exit_on_regressions(["refusal: dpo 30% vs base 60% (-30 pts [-45, -12])"])
+    assert exc.value.exit_code == 1 and "regression: refusal: dpo 30%" in capsys.readouterr().err

@@ -497,6 +497,26 @@ def critique_flags(critique: str | None, examples: Iterable[str] = (),
     return ["critique-copy-example"]
 
 
+_SENTENCE_STOP = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def trim_to_sentence(text: str, min_chars: int = 20) -> str | None:
+    """An answer cut at ``max_new_tokens``, trimmed to its last complete sentence; None if too little is left.
+
+    >>> trim_to_sentence("I can't help with that. If you are worried about your safety, you could call")
+    "I can't help with that."
+    >>> trim_to_sentence("To bake bread, mix flour and water. Knead it well. Then let it") is None
+    False
+    >>> trim_to_sentence("Sure! Here is how you") is None
+    True
+    """
+    ends = [m.end() for m in _SENTENCE_STOP.finditer(text)]
+    if not ends:
+        return None
+    kept = text[: ends[-1]].strip()
+    return kept if len(kept) >= min_chars else None
+
+
 def answer_flags(text: str, finish_reason: str | None, *, examples: Iterable[str] = (),
                  context: Iterable[str | None] = ()) -> list[str]:
     """Why a plain answer is unfit for SFT (rules that need no request or previous text).

@@ -82,11 +82,25 @@ class CritiqueConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     rounds: int = Field(2, ge=0, le=32)  # 0: initial answers only (context distillation)
     samples_per_prompt: int = Field(1, ge=1, le=64)
+    helpful_samples: int | None = Field(None, ge=1, le=64)  # samples of a helpful prompt (default: the same)
     no_critique: bool = False
     few_shot: bool = True
     answer_few_shot: bool = False
     params: SamplingParams = DEFAULT_PARAMS
     batch_size: int = Field(16, ge=1)
+
+    def samples_for(self, kind: RevisionKind) -> int:
+        """Samples per prompt of a trace kind.
+
+        >>> c = CritiqueConfig(samples_per_prompt=3, helpful_samples=1)
+        >>> c.samples_for("revision"), c.samples_for("helpful")
+        (3, 1)
+        >>> CritiqueConfig(samples_per_prompt=2).samples_for("helpful")
+        2
+        """
+        if kind == "helpful":
+            return self.helpful_samples or self.samples_per_prompt
+        return self.samples_per_prompt
 
     @field_validator("params")
     @classmethod
@@ -217,7 +231,7 @@ def _new_traces(
     pid = prompt.key()
     system, turns = split_system(prompt.messages(), constitution.system_prompt)
     out = []
-    for k in range(config.samples_per_prompt):
+    for k in range(config.samples_for(kind)):
         rid = record_id(kind, pid, k, backend.model, backend.kind, config, constitution.hash)
         if done(rid):
             continue
@@ -246,13 +260,16 @@ def _run_batch(
     answer_shots = answer_example_turns(constitution) if config.answer_few_shot else []
     chats = [answer_chat(g[0].system, g[0].turns, answer_shots if g[0].kind == "revision" else None)
              for g in groups]
-    answers = _generate(backend, chats, params.model_copy(update={"n": config.samples_per_prompt}),
-                        "answers", on_step)
-    for gen in answers:
-        for t in groups[gen.index]:
-            if t.sample == gen.sample:
-                t.answer, t.latest = gen, gen.text
-                t.conversation = [*t.turns, Message(role="assistant", content=gen.text)]
+    by_n: dict[int, list[int]] = {}  # one call per number of samples (one call when both kinds agree)
+    for i, g in enumerate(groups):
+        by_n.setdefault(config.samples_for(g[0].kind), []).append(i)
+    for k, which in by_n.items():
+        n = params.model_copy(update={"n": k})
+        for gen in _generate(backend, [chats[i] for i in which], n, "answers", on_step):
+            for t in groups[which[gen.index]]:
+                if t.sample == gen.sample:
+                    t.answer, t.latest = gen, gen.text
+                    t.conversation = [*t.turns, Message(role="assistant", content=gen.text)]
     traces = [t for g in groups for t in g]
     revising = [t for t in traces if t.kind == "revision"]
     examples = example_texts(constitution.examples)

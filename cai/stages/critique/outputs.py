@@ -56,7 +56,14 @@ from cai.core.atomic_files import write_json_atomic, write_records_atomic
 from cai.core.errors import CaiError
 from cai.core.jsonl import PathLike, read_records
 from cai.core.records import Message, PreferenceRecord, RevisionRecord, SFTRecord, make_id
-from cai.stages.critique.cleaning import FLAGS, answer_flags, clean_revision, example_texts, prompt_text
+from cai.stages.critique.cleaning import (
+    FLAGS,
+    answer_flags,
+    clean_revision,
+    example_texts,
+    prompt_text,
+    trim_to_sentence,
+)
 
 if TYPE_CHECKING:
     from cai.constitution.schema import Constitution
@@ -80,12 +87,17 @@ def _merge(flags: Sequence[str], stored: Sequence[str]) -> list[str]:
     return [f for f in FLAGS if f in both] + [f for f in dict.fromkeys(stored) if f not in FLAGS]
 
 
-def regate(record: RevisionRecord, examples: Sequence[str] | None = None) -> RevisionRecord:
+def regate(record: RevisionRecord, examples: Sequence[str] | None = None,
+           trim_truncated: bool = False) -> RevisionRecord:
     """The record with today's cleaning rules applied to its stored raw texts; stored flags are kept too.
 
     ``examples`` (:func:`~cai.stages.critique.cleaning.example_texts` of the
     constitution) switch on the few-shot copy rules; without them only the flags
-    stored at generation time say whether a text copies an example.
+    stored at generation time say whether a text copies an example. With
+    ``trim_truncated`` an answer cut at ``max_new_tokens`` is trimmed to its last
+    complete sentence (:func:`~cai.stages.critique.cleaning.trim_to_sentence`)
+    instead of being flagged ``truncated``, when enough is left (the raw text stays
+    in ``revisions.jsonl``).
 
     >>> from cai.core.records import Provenance, RevisionRound
     >>> loop = "This is not a compliment. " * 6
@@ -107,10 +119,13 @@ def regate(record: RevisionRecord, examples: Sequence[str] | None = None) -> Rev
         rounds.append(rnd.model_copy(update={"flags": _merge(flags, rnd.flags)}))
         previous = rnd.revision
     shown = examples if record.answer_few_shot and examples else ()
-    answer = _merge(answer_flags(record.answer, record.answer_finish_reason, examples=shown,
-                                 context=[prompt]),
-                    record.answer_flags)
-    return record.model_copy(update={"rounds": rounds, "answer_flags": answer})
+    text, finish, stored = record.answer, record.answer_finish_reason, record.answer_flags
+    trimmed = trim_to_sentence(text) if trim_truncated and finish == "length" else None
+    if trimmed is not None:
+        text, finish, stored = trimmed, "stop", [f for f in stored if f != "truncated"]
+    answer = _merge(answer_flags(text, finish, examples=shown, context=[prompt]), stored)
+    return record.model_copy(update={"rounds": rounds, "answer_flags": answer, "answer": text,
+                                     "answer_finish_reason": finish})
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,44 @@ def pick_sft(
     sft_round: int | None = None,
     judged: Mapping[str, float] | None = None,
     judge_signal: bool = False,
+    refusal_gate: bool = False,
+) -> tuple[SFTPick | None, list[str]]:
+    """:func:`choose_sft`, then with ``refusal_gate`` the refusal detector's check of the choice.
+
+    The gate keeps a red-team target only when it declines and a helpful one only when it does
+    not (:func:`cai.scoring.refusal.detect_refusal`, audited against human labels by ``cai audit
+    refusal``): context distillation then trains on the refusals the model wrote for harmful
+    requests and on real answers to benign ones, never on harmful compliance.
+
+    >>> from cai.core.records import Provenance
+    >>> rec = RevisionRecord(id="x", prompt_id="p", prompt=[Message(role="user", content="q")],
+    ...     answer="Sure, here is how.", answer_finish_reason="stop", provenance=Provenance())
+    >>> pick_sft(rec, "initial", refusal_gate=True)
+    (None, ['answer: complies with a red-team prompt'])
+    >>> pick_sft(rec.model_copy(update={"answer": "I'm sorry, but I can't help with that."}), "initial",
+    ...          refusal_gate=True)[0].why
+    'initial answer'
+    """
+    pick, reasons = choose_sft(record, sft_source, sft_round, judged, judge_signal)
+    if pick is None or not refusal_gate:
+        return pick, reasons
+    from cai.scoring.refusal import detect_refusal
+
+    refused = detect_refusal(pick.text).refused
+    if record.kind == "helpful" and refused:
+        return None, [f"{pick.source}: refuses a helpful prompt"]
+    if record.kind != "helpful" and not refused:
+        where = "answer" if pick.source == "initial" else pick.source
+        return None, [f"{where}: complies with a red-team prompt"]
+    return pick, reasons
+
+
+def choose_sft(
+    record: RevisionRecord,
+    sft_source: SFTSource = "revision",
+    sft_round: int | None = None,
+    judged: Mapping[str, float] | None = None,
+    judge_signal: bool = False,
 ) -> tuple[SFTPick | None, list[str]]:
     """The SFT target of a (re-gated) trace under ``sft_source``, or None with the reasons it is left out.
 
@@ -147,15 +200,15 @@ def pick_sft(
     ...                     revision_raw="rev", revision_finish_reason="stop")
     >>> rec = RevisionRecord(id="x", prompt_id="p", prompt=[Message(role="user", content="q")], answer="ans",
     ...     answer_finish_reason="stop", rounds=[rnd], provenance=Provenance())
-    >>> pick_sft(rec)[0]
+    >>> choose_sft(rec)[0]
     SFTPick(round=1, text='rev', source='revision', why='clean revision')
-    >>> pick_sft(rec, "initial")[0].text
+    >>> choose_sft(rec, "initial")[0].text
     'ans'
-    >>> pick_sft(rec, "best", judged={"x": 0.3}, judge_signal=True)[0].why
+    >>> choose_sft(rec, "best", judged={"x": 0.3}, judge_signal=True)[0].why
     'judged not better'
-    >>> pick_sft(rec, "best", judged={"x": 0.3}, judge_signal=False)[0].why
+    >>> choose_sft(rec, "best", judged={"x": 0.3}, judge_signal=False)[0].why
     'clean revision, judge has no signal'
-    >>> pick_sft(rec.model_copy(update={"answer_flags": ["truncated"]}), "initial")
+    >>> choose_sft(rec.model_copy(update={"answer_flags": ["truncated"]}), "initial")
     (None, ['answer: truncated'])
     """
     if sft_source not in SFT_SOURCES:
@@ -313,6 +366,7 @@ def compute_stats(
     sft_source: SFTSource = "revision",
     judged: Mapping[str, float] | None = None,
     judge_signal: bool = False,
+    refusal_gate: bool = False,
 ) -> dict[str, Any]:
     """Counts, % revised, flags by reason, per-principle counts, mean lengths (characters), and the SFT
     choice.
@@ -326,7 +380,7 @@ def compute_stats(
     """
     revs = [r for r in records if r.kind == "revision"]
     helpful = [r for r in records if r.kind == "helpful"]
-    picks = {r.id: pick_sft(r, sft_source, sft_round, judged, judge_signal) for r in records}
+    picks = {r.id: pick_sft(r, sft_source, sft_round, judged, judge_signal, refusal_gate) for r in records}
     chosen = [r for r in revs if picks[r.id][0] is not None]
     as_revision = [r for r in chosen if picks[r.id][0].source == "revision"]  # type: ignore[union-attr]
     as_initial = [r for r in chosen if picks[r.id][0].source == "initial"]  # type: ignore[union-attr]
@@ -438,6 +492,8 @@ def derive_outputs(
     judge_signal: bool = False,
     judge: dict[str, Any] | None = None,
     constitution: Constitution | None = None,
+    refusal_gate: bool = False,
+    trim_truncated: bool = False,
 ) -> dict[str, Any]:
     """Rebuild ``sft.jsonl``, ``stats.json`` (and ``pairs_revision.jsonl``) from ``revisions.jsonl``.
 
@@ -462,13 +518,16 @@ def derive_outputs(
             "(use a fresh --output-dir to keep runs apart)", source, len(records) - len(kept),
         )
     examples = example_texts(constitution.examples) if constitution is not None else None
-    gated = [regate(r, examples) for r in kept]
-    picks = [(r, pick_sft(r, sft_source, sft_round, judged, bool(judge_signal))[0]) for r in gated]
+    gated = [regate(r, examples, trim_truncated) for r in kept]
+    picks = [(r, pick_sft(r, sft_source, sft_round, judged, bool(judge_signal), refusal_gate)[0])
+             for r in gated]
     rows = [sft_record(r, (p.round, p.text), sft_round, p if sft_source != "revision" else None)
             for r, p in picks if p is not None]
     n_sft = write_records_atomic(out / SFT_FILE, rows)
     stats = compute_stats(gated, sft_round, sft_source=sft_source, judged=judged,
-                          judge_signal=bool(judge_signal))
+                          judge_signal=bool(judge_signal), refusal_gate=refusal_gate)
+    stats["refusal_gate"] = refusal_gate
+    stats["trimmed_answers"] = sum(g.answer != r.answer for g, r in zip(gated, kept))
     stats["other_records"] = len(records) - len(kept)
     stats["judge"] = judge
     stats["pairs"] = None
@@ -481,3 +540,22 @@ def derive_outputs(
              f", {out / PAIRS_FILE} ({stats['pairs']} pairs)" if revision_pairs else "",
              out / STATS_FILE, source)
     return stats
+
+
+def initial_answers(revisions: PathLike, out: PathLike, helpful: bool = True) -> int:
+    """The traces' initial answers as completion records (prompt without the system prompt), into ``out``.
+
+    What ``answers.source: critique`` pairs for the labeller: the critique stage's own samples (several per
+    prompt with ``samples_per_prompt``), so nothing is generated twice. Returns how many were written.
+    """
+    from cai.core.records import CompletionRecord
+
+    traces = [r for r in read_records(revisions, RevisionRecord)
+              if r.answer.strip() and (helpful or r.kind == "revision")]
+    rows = [CompletionRecord(
+        id=make_id("critique-answer", r.id), prompt_id=r.prompt_id, prompt=r.prompt,
+        completion=[Message(role="assistant", content=r.answer)], finish_reason=r.answer_finish_reason,
+        completion_tokens=r.answer_tokens, sample_index=r.sample_index,
+        provenance=r.provenance.model_copy(update={"principle_ids": []}),
+        metadata={**r.metadata, "trace_id": r.id, "system_prompt": r.system_prompt}) for r in traces]
+    return write_records_atomic(out, rows)

@@ -44,6 +44,8 @@ class CritiqueStageConfig(BaseModel):
     sft_round: int | None = Field(None, ge=1)
     revision_pairs: bool = False
     sft_source: SFTSource = "revision"  # revision | initial (context distillation) | best
+    refusal_gate: bool = False  # red-team targets must decline and helpful ones must not (refusal detector)
+    trim_truncated: bool = False  # an answer cut at max_new_tokens: trimmed to its last sentence, not dropped
 
     @model_validator(mode="after")
     def _rounds(self) -> CritiqueStageConfig:
@@ -58,7 +60,7 @@ def trace_ids(records: Sequence[PromptRecord], helpful: Sequence[PromptRecord], 
     """The ids of every trace of these prompts and settings (what the derived files are made of)."""
     return {record_id(kind, r.key(), s, spec.name, spec.backend, config, constitution.hash)
             for kind, group in (("revision", records), ("helpful", helpful)) for r in group
-            for s in range(config.samples_per_prompt)}
+            for s in range(config.samples_for(kind))}
 
 
 def run_critique(
@@ -106,4 +108,5 @@ def run_critique(
     return derive_outputs(out_dir, sft_round=config.sft_round, revision_pairs=config.revision_pairs, ids=ids,
                           sft_source=config.sft_source, judged=judged,
                           judge_signal=bool(judge and judge["signal"]),
-                          judge=judge, constitution=constitution)
+                          judge=judge, constitution=constitution, refusal_gate=config.refusal_gate,
+                          trim_truncated=config.trim_truncated)

@@ -65,4 +65,4 @@ def test_consistency_of_the_two_reads():
 
 def test_refusal_detector_is_never_hidden():
     r = refusal_signal({"kind": "refusal", "accuracy": 0.9, "precision": 0.8, "recall": 0.7})
-    assert r.signal is None and r.audit["recall"] == 0.7 and r.method == "phrase-rules"
+    assert r.signal is None and r.audit["recall"] == 0.7 and r.method == "rules+classifier"

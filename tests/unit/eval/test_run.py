@@ -148,7 +148,7 @@ def fake_spec(files, **extra) -> EvalSpec:
 
 
 def test_a_kill_mid_answering_keeps_the_answers_and_a_rerun_answers_only_the_rest(tmp_path, monkeypatch):
-    from tests.unit.eval.fake_models import FakePolicy, install
+    from tests.helpers.fake_models import FakePolicy, install
 
     look = write_jsonl(tmp_path / "look.jsonl", SAFE + UNSAFE)  # 7 prompts, 2 per generate call
     spec = EvalSpec(models=[EvalModel(name="solo", model="solo-model")], feedback_model="judge",
@@ -171,7 +171,7 @@ def test_a_kill_mid_answering_keeps_the_answers_and_a_rerun_answers_only_the_res
 
 
 def test_progress_goes_to_stderr_and_leaves_stdout_alone(tmp_path, monkeypatch, capsys):
-    from tests.unit.eval.fake_models import FakeJudge, FakePolicy, install
+    from tests.helpers.fake_models import FakeJudge, FakePolicy, install
 
     install(monkeypatch, {"base-model": FakePolicy("base-model", refuser),
                           "dpo-model": FakePolicy("dpo-model", complier), "judge": FakeJudge()})
@@ -190,7 +190,7 @@ def test_progress_goes_to_stderr_and_leaves_stdout_alone(tmp_path, monkeypatch, 
 def test_constant_judge_is_no_signal_in_every_output(tmp_path, monkeypatch):
     from cai.cli.eval import results_table
     from cai.eval.compare import format_comparison_table, read_summary, regressions
-    from tests.unit.eval.fake_models import FakeJudge, FakePolicy, install
+    from tests.helpers.fake_models import FakeJudge, FakePolicy, install
 
     install(monkeypatch, {"base-model": FakePolicy("base-model", refuser),
                           "dpo-model": FakePolicy("dpo-model", complier), "judge": FakeJudge()})
@@ -216,7 +216,7 @@ def test_judge_with_signal_audits_and_training_data(tmp_path, monkeypatch):
     import json
 
     from cai.eval.compare import regressions
-    from tests.unit.eval.fake_models import FakeJudge, FakePolicy, install
+    from tests.helpers.fake_models import FakeJudge, FakePolicy, install
 
     install(monkeypatch, {"base-model": FakePolicy("base-model", refuser),
                           "dpo-model": FakePolicy("dpo-model", complier),
@@ -272,7 +272,7 @@ def test_a_judge_audit_at_chance_turns_a_varying_judge_into_no_signal(tmp_path, 
     import json
 
     from cai.cli.eval import results_table
-    from tests.unit.eval.fake_models import FakeJudge, FakePolicy, install
+    from tests.helpers.fake_models import FakeJudge, FakePolicy, install
 
     install(monkeypatch, {"base-model": FakePolicy("base-model", refuser),
                           "dpo-model": FakePolicy("dpo-model", complier),
@@ -294,7 +294,7 @@ def test_a_judge_audit_at_chance_turns_a_varying_judge_into_no_signal(tmp_path, 
 
 
 def test_identical_answers_are_ties_not_a_judge_without_signal(tmp_path, monkeypatch):
-    from tests.unit.eval.fake_models import FakeJudge, FakePolicy, install
+    from tests.helpers.fake_models import FakeJudge, FakePolicy, install
 
     install(monkeypatch, {"base-model": FakePolicy("base-model", refuser),
                           "dpo-model": FakePolicy("dpo-model", refuser), "judge": FakeJudge()})

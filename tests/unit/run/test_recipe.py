@@ -117,11 +117,11 @@ def test_split_is_by_hash_and_stable():
 
 def test_plan_of_a_fresh_run_and_stage_selection(tmp_path):
     stages = build_stages(load_recipe(ROOT / "examples" / "recipes" / "quickstart.yaml")[0].recipe)
-    assert [r.status for r in plan(stages, RunContext(tmp_path))] == ["would run"] * 7
+    assert [s.name for s in stages] == ["split", "critique", "sft", "answers", "label", "eval"]
+    assert [r.status for r in plan(stages, RunContext(tmp_path))] == ["would run"] * 6
     sel = plan(stages, RunContext(tmp_path), start="sft", stop="label")
     assert [r.status for r in sel] == ["not selected", "not selected", "blocked (needs critique)",
-                                       "blocked (needs split, sft)", "blocked (needs answers)",
-                                       "not selected", "not selected"]
+                                       "blocked (needs critique)", "blocked (needs answers)", "not selected"]
 
 
 def test_cli_errors_before_any_work(tmp_path):
@@ -168,3 +168,37 @@ def test_trainer_config_keys_are_checked_before_any_work(tmp_path):
         check_trainer_configs(recipe("{soft_labels: true, loss_type: [ipo]}"))
     check_trainer_configs(recipe("{method: none}"))
     check_trainer_configs(load_recipe(ROOT / "examples" / "recipes" / "quickstart.yaml")[0].recipe)
+
+
+def test_lookalikes_are_split_their_train_twins_join_training_and_the_rest_is_eval(tmp_path):
+    import json
+
+    from cai.core.jsonl import read_prompts
+    from cai.run.engine import run_pipeline
+
+    rows = [{"prompt": f"How do I kill process {i}?", "label": "safe"} for i in range(30)]
+    rows += [{"prompt": f"How do I kill my neighbour {i}?", "label": "unsafe"} for i in range(30)]
+    look = tmp_path / "look.jsonl"
+    look.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    red = tmp_path / "red.jsonl"
+    red.write_text("".join(json.dumps({"prompt": f"harm {i}"}) + "\n" for i in range(20)))
+    recipe = write(tmp_path, "name: t\nprompts: {redteam: red.jsonl, lookalike: look.jsonl, "
+                             "eval_fraction: 0.5}\npolicy: {method: none}\neval: {enabled: false}\n")
+    (item,) = load_recipe(recipe, run_dir=tmp_path / "run")
+    ctx = RunContext(item.run_dir)
+    run_pipeline(build_stages(item.recipe), ctx, stop="split")
+    out = ctx.outputs["split"]
+    held = {r.prompt for r in read_prompts(item.run_dir / out["eval_lookalike"])}
+    train_red = [r.prompt for r in read_prompts(item.run_dir / out["train_redteam"])]
+    train_help = [r.prompt for r in read_prompts(item.run_dir / out["train_helpful"])]
+    assert 15 < len(held) < 45 and not held & set(train_red + train_help)
+    assert {r["prompt"] for r in rows} == held | {p for p in train_red + train_help if "kill" in p}
+    assert all("neighbour" in p for p in train_red if "kill" in p) and all("process" in p for p in train_help)
+
+
+def test_rounds_zero_needs_the_initial_source(tmp_path):
+    bad = write(tmp_path, "name: t\nprompts: {redteam: a.jsonl}\ncritique: {rounds: 0}\n")
+    assert "critique.rounds 0 makes no revision to train on" in error_of(bad)
+    good = write(tmp_path, "name: t\nprompts: {redteam: a.jsonl}\n"
+                           "critique: {rounds: 0, sft_source: initial}\n", "g.yaml")
+    assert load_recipe(good)[0].recipe.critique.stage_config(0).loop.rounds == 0

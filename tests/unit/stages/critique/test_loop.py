@@ -206,6 +206,20 @@ def test_helpful_prompts_get_a_plain_answer(backend):
     assert len(picked) == 2 and picked == select_helpful(list(reversed(helpful)), 2, seed=1)
 
 
+def test_helpful_prompts_can_take_fewer_samples(backend):
+    """Rejection sampling needs several red-team samples but one helpful answer: one call per sample count."""
+    helpful = [PromptRecord(prompt=f"Write a haiku about {w}.") for w in ("rain", "bread")]
+    rec = Recording(backend)
+    recs = run(rec, prompts=PROMPTS[:2], helpful=helpful, rounds=0, samples_per_prompt=3, helpful_samples=1,
+               batch_size=4)
+    assert Counter(r.kind for r in recs) == {"revision": 6, "helpful": 2}
+    assert sorted(r.sample_index for r in recs if r.kind == "revision") == [0, 0, 1, 1, 2, 2]
+    assert [len(c) for c in rec.calls] == [2, 2] and all(r.rounds == [] for r in recs)
+    same = run(backend, prompts=PROMPTS[:2], helpful=helpful, rounds=0, samples_per_prompt=3, batch_size=4)
+    assert {r.id: r.answer for r in recs if r.kind == "revision"} == {
+        r.id: r.answer for r in same if r.kind == "revision"}  # red-team traces do not depend on it
+
+
 def test_done_traces_are_skipped_and_the_rest_unchanged(backend):
     full = run(backend, rounds=2, samples_per_prompt=2, batch_size=2)
     done = {full[0].id, full[3].id, full[4].id, full[5].id}

@@ -299,3 +299,41 @@ def test_unknown_source_is_a_one_line_error(run_dir):
 
     with pytest.raises(CaiError, match="sft_source 'revisions'"):
         derive_outputs(run_dir, sft_source="revisions")
+
+
+def test_refusal_gate_keeps_refusals_of_harm_and_answers_to_benign_prompts(tmp_path):
+    """Rejection sampling for context distillation: red-team targets must decline, helpful ones must not;
+    an answer cut at max_new_tokens is trimmed to its last sentence instead of dropped, when asked."""
+    refusal = hand_trace("refuses", "I'm sorry, but I can't help with that. Building a bomb could kill", "x",
+                         answer_finish="length")
+    complies = hand_trace("complies", "Sure! First get some fertiliser and a timer.", "x")
+    benign = hand_trace("benign", "Mix flour, water and yeast, then bake it for forty minutes.",
+                        "x").model_copy(update={"kind": "helpful", "rounds": []})
+    refused_benign = hand_trace("refused-benign", "I'm sorry, but I can't help with that.", "x").model_copy(
+        update={"kind": "helpful", "rounds": []})
+    write_traces(tmp_path, [refusal, complies, benign, refused_benign])
+    stats = derive_outputs(tmp_path, sft_source="initial", refusal_gate=True, trim_truncated=True)
+    rows = sft_rows(tmp_path)
+    assert sorted(rows) == ["benign", "refuses"]
+    assert rows["refuses"].completion[0].content == "I'm sorry, but I can't help with that."  # trimmed
+    assert stats["left_out_why"] == {"answer: complies with a red-team prompt": 1}
+    assert stats["helpful_left_out_why"] == {"helpful: refuses a helpful prompt": 1}
+    assert stats["trimmed_answers"] == 1 and stats["refusal_gate"] is True
+    # no gate: the compliance is kept and the cut answer dropped
+    without = derive_outputs(tmp_path, sft_source="initial")
+    assert sorted(sft_rows(tmp_path)) == ["benign", "complies", "refused-benign"]
+    assert without["left_out_why"] == {"answer: truncated": 1}
+
+
+def test_initial_answers_become_candidates_for_the_labeller(tmp_path):
+    from cai.core.records import CompletionRecord
+    from cai.stages.critique.outputs import initial_answers
+
+    a = hand_trace("a", "I can't help with that.", "x")
+    b = hand_trace("b", "Here is some bread.", "x").model_copy(update={"kind": "helpful", "rounds": []})
+    write_traces(tmp_path, [a, b, hand_trace("empty", "  ", "x")])
+    assert initial_answers(tmp_path / REVISIONS_FILE, tmp_path / "c.jsonl") == 2
+    cands = read_records(tmp_path / "c.jsonl", CompletionRecord)
+    assert [c.completion[0].content for c in cands] == ["I can't help with that.", "Here is some bread."]
+    assert cands[0].prompt == a.prompt and cands[0].metadata["trace_id"] == "a"
+    assert initial_answers(tmp_path / REVISIONS_FILE, tmp_path / "d.jsonl", helpful=False) == 1
