@@ -92,18 +92,18 @@ def step_vs_linears(lm, batch: int, length: int, steps: int = 5) -> tuple[float,
     """
     import torch
 
-    from cai.backends.hf.cache import make_cache
+    from cai.backends.hf.cache import cache_kwargs, make_cache
 
     linears = [m for m in lm.modules() if isinstance(m, torch.nn.Linear)]
     inputs = [torch.randn(batch, m.in_features) for m in linears]
     with torch.inference_mode():
         cache = make_cache(lm, batch, length + steps + 1)
-        lm(input_ids=torch.randint(100, 1000, (batch, length)), past_key_values=cache, use_cache=True,
+        lm(input_ids=torch.randint(100, 1000, (batch, length)), **cache_kwargs(lm, cache),
            logits_to_keep=1)
         tok = torch.randint(100, 1000, (batch, 1))
         t = time.perf_counter()
         for _ in range(steps):
-            lm(input_ids=tok, past_key_values=cache, use_cache=True)
+            lm(input_ids=tok, **cache_kwargs(lm, cache))
         step = (time.perf_counter() - t) / steps
         t = time.perf_counter()
         for _ in range(steps):

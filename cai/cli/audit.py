@@ -55,7 +55,7 @@ def labeler(
     from cai.constitution.load import load_constitution
     from cai.core.errors import CaiError
 
-    setup_logging()
+    setup_logging(output)
     data = data or pairs
     if data is None:
         raise CaiError("cai audit labeler needs --data FILE",

@@ -37,7 +37,7 @@ def judge(
     from cai.constitution.load import load_constitution
     from cai.core.errors import CaiError
 
-    setup_logging()
+    setup_logging(output)
     if judge_kind not in ("rubric", "pairwise"):
         raise CaiError(f"--judge {judge_kind!r}: unknown judge",
                        hint="use --judge rubric or --judge pairwise")

@@ -19,7 +19,7 @@ def refusal(
     from cai.audit.refusal import format_refusal_audit, run_refusal_audit
     from cai.cli.logs import setup_logging
 
-    setup_logging()
+    setup_logging(output)
     audit = run_refusal_audit(data, output)
     print(format_refusal_audit(audit))
     logging.getLogger("cai.audit.refusal").info("wrote %s and %s", output / "audit.json",

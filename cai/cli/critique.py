@@ -91,7 +91,7 @@ def critique(
     from cai.stages.critique.outputs import format_summary
     from cai.stages.critique.stage import CritiqueStageConfig, run_critique
 
-    setup_logging()
+    setup_logging(output_dir or output)
     if sft_round is not None and not 1 <= sft_round <= rounds:
         raise CaiError(f"--sft-round {sft_round} is not a round of this run (1..{rounds})",
                        hint="pick 1..--rounds")

@@ -78,7 +78,7 @@ def eval_command(
     from cai.eval.report import judge_lines
     from cai.eval.run import evaluate
 
-    setup_logging()
+    setup_logging(output)
     if spec is not None:
         from cai.eval.spec import load_spec
 

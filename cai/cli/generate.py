@@ -49,7 +49,7 @@ def generate(
     from cai.core.records import SamplingParams
     from cai.stages.generate import GenerateConfig, run_generate
 
-    setup_logging()
+    setup_logging(output.parent)  # cai.log beside the output file
     records = read_prompts(prompts)[: limit or None]
     try:
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,

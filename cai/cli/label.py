@@ -119,7 +119,7 @@ def label(
     from cai.stages.label.pairs import read_pairs_file
     from cai.stages.label.stage import read_humans, run_label
 
-    setup_logging()
+    setup_logging(output)
     log = logging.getLogger("cai.label")
     if (prompts is None) == (responses is None):
         raise CaiError("give exactly one of --prompts (sample answers) and --responses (label given answers)")

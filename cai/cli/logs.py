@@ -1,11 +1,55 @@
-"""Logging for commands: cai's own INFO lines to stderr, third-party chatter at WARNING."""
+"""Logging for commands: cai's own INFO lines to stderr with the time, third-party chatter at WARNING,
+and everything (Python warnings included, which never reach the screen) appended to the run folder's
+``cai.log``."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+LOG_FILE = "cai.log"
+SCREEN_FORMAT, SCREEN_TIME = "%(asctime)s %(message)s", "%H:%M:%S"
+FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_file_handler: logging.Handler | None = None
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Say what the command is doing and where outputs went, without HTTP-client noise."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+def setup_logging(log_dir: Path | str | None = None, verbose: bool = False) -> None:
+    """Say what the command is doing and where outputs went, without HTTP-client or deprecation noise;
+    with ``log_dir``, also keep a timestamped log there (see :func:`log_to`)."""
+    logging.basicConfig(level=logging.WARNING, format=SCREEN_FORMAT, datefmt=SCREEN_TIME)
     logging.getLogger("cai").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger
+    warnings_log = logging.getLogger("py.warnings")
+    warnings_log.propagate = False  # not to the screen: only to the log file, if any
+    if not any(isinstance(h, logging.NullHandler) for h in warnings_log.handlers):
+        warnings_log.addHandler(logging.NullHandler())  # else logging's last-resort handler prints them
+    log_to(log_dir)
+
+
+def log_to(log_dir: Path | str | None) -> Path | None:
+    """Append this command's log lines (cai's INFO, others' WARNING, Python warnings) to
+    ``log_dir/cai.log``, replacing the file of an earlier call; ``None`` stops file logging."""
+    global _file_handler
+    loggers = (logging.getLogger(), logging.getLogger("py.warnings"))
+    if _file_handler is not None:
+        for logger in loggers:
+            logger.removeHandler(_file_handler)
+        _file_handler.close()
+        _file_handler = None
+    if log_dir is None:
+        return None
+    path = Path(log_dir) / LOG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _file_handler = logging.FileHandler(path, encoding="utf-8")
+    _file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+    for logger in loggers:
+        logger.addHandler(_file_handler)
+    return path
+
+
+def to_file(message: str, name: str = "cai") -> None:
+    """Keep a line already shown on the screen (``typer.echo``) in the log file too, if one is open."""
+    if _file_handler is not None:
+        _file_handler.handle(logging.makeLogRecord(
+            {"name": name, "levelno": logging.INFO, "levelname": "INFO", "msg": message}))

@@ -66,7 +66,7 @@ def run(
     import time
 
     from cai.cli.eval import exit_on_regressions
-    from cai.cli.logs import setup_logging
+    from cai.cli.logs import log_to, setup_logging, to_file
     from cai.core.errors import CaiError
     from cai.eval.compare import COMPARISON_LEGEND, format_comparison_table, read_summary, regressions
     from cai.run.engine import RunContext, plan, run_pipeline, select
@@ -93,7 +93,14 @@ def run(
     t0 = time.perf_counter()
     for item, stages in built:
         label = f"{item.recipe.name}" + (f" (variant {item.variant})" if item.variant else "")
-        typer.echo(f"== {label}: {len(stages)} stages in {item.run_dir}")
+        if not dry_run:
+            log_to(item.run_dir)  # run_dir/cai.log: the stage lines, tables and warnings of every run
+
+        def say(line: str) -> None:
+            typer.echo(line)
+            to_file(line, "cai.run")
+
+        say(f"== {label}: {len(stages)} stages in {item.run_dir}")
         if dry_run:
             results = plan(stages, RunContext(item.run_dir), start=start, stop=stop, force=force or ())
             for k, r in enumerate(results, 1):
@@ -103,31 +110,32 @@ def run(
         n = len(stages)
         index = {s.name: k for k, s in enumerate(stages, 1)}
 
-        def on_event(event: str, r: Any, n: int = n, index: dict = index) -> None:
+        def on_event(event: str, r: Any, n: int = n, index: dict = index, say: Any = say) -> None:
             head = f"stage {index[r.name]}/{n}: {r.name} ..."
             if event == "start":
-                typer.echo(f"{head} running", err=False)
+                say(f"{head} running")
             elif event == "done":
-                typer.echo(f"{head} ran "
-                           f"({r.seconds:.1f} s{', ' + _short(r.outputs) if _short(r.outputs) else ''})")
+                say(f"{head} ran ({r.seconds:.1f} s{', ' + _short(r.outputs) if _short(r.outputs) else ''})")
             elif event == "skip":
-                typer.echo(f"{head} skipped (unchanged; ran in {r.seconds:.1f} s before)")
+                say(f"{head} skipped (unchanged; ran in {r.seconds:.1f} s before)")
 
         ctx = RunContext(item.run_dir)
         results = run_pipeline(stages, ctx, start=start, stop=stop, force=force or (), on_event=on_event)
-        typer.echo("\n" + summary_table(results))
+        say("\n" + summary_table(results))
         summary = read_summary(item.run_dir / ctx.outputs["eval"]["eval"]) if "eval" in ctx.outputs else None
         if summary is not None:
             summaries.append(summary)
             prefixes.append(f"{item.variant}/" if item.variant else "")
         if "eval" in ctx.outputs:
-            typer.echo(f"report: {item.run_dir / ctx.outputs['eval']['report']}")
+            say(f"report: {item.run_dir / ctx.outputs['eval']['report']}")
         if push_to_hub:
             for line in push(item.recipe, item.run_dir, ctx.outputs, modes[item.run_dir]):
                 typer.echo(line)
     if summaries:
-        typer.echo(f"\nbefore/after on held-out prompts ({COMPARISON_LEGEND}):")
-        typer.echo(format_comparison_table(summaries, prefixes=prefixes))
+        table = (f"\nbefore/after on held-out prompts ({COMPARISON_LEGEND}):\n"
+                 + format_comparison_table(summaries, prefixes=prefixes))
+        typer.echo(table)
+        to_file(table, "cai.run")
     if not dry_run:
         typer.echo(f"\ndone in {time.perf_counter() - t0:.1f} s")
     exit_on_regressions(regressions(summaries) if fail_on_regression and summaries else [])

@@ -133,10 +133,11 @@ def lora_options(enabled: bool, r: int, alpha: int, dropout: float, targets: lis
     return LoraOptions(r=r, alpha=alpha, dropout=dropout, target_modules=tuple(targets) if targets else None)
 
 
-def relaunch_if_asked(accelerate_config: str | None, num_processes: int | None) -> None:
+def relaunch_if_asked(accelerate_config: str | None, num_processes: int | None, output: Any = None) -> None:
     """With ``--accelerate-config``, run this same command under ``accelerate launch`` and exit with its code.
 
-    Also sets up logging; in the launched processes only rank 0 logs at INFO.
+    Also sets up logging (``output/cai.log`` kept by rank 0); in the launched processes only rank 0 logs
+    at INFO.
     """
     import logging
     import os
@@ -144,8 +145,9 @@ def relaunch_if_asked(accelerate_config: str | None, num_processes: int | None) 
     from cai.cli.logs import setup_logging
     from cai.train.common.launch import is_child, maybe_relaunch
 
-    setup_logging()
-    if is_child() and os.environ.get("RANK", "0") != "0":
+    rank0 = not (is_child() and os.environ.get("RANK", "0") != "0")
+    setup_logging(output if rank0 else None)
+    if not rank0:
         logging.getLogger("cai").setLevel(logging.WARNING)
     if not accelerate_config:
         return

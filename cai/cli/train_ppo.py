@@ -69,7 +69,7 @@ def ppo(
     num_processes: int | None = co.NumProcessesOpt,
 ) -> None:
     """Train a policy with PPO (value head, frozen reference, KL penalty, GAE) against a reward."""
-    co.relaunch_if_asked(accelerate_config, num_processes)
+    co.relaunch_if_asked(accelerate_config, num_processes, output)
     from cai.train.jobs import run_job
 
     settings = co.trainer_options(

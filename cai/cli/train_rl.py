@@ -60,7 +60,7 @@ def _command(algorithm: str) -> Callable[..., None]:
         accelerate_config: str | None = co.AccelerateConfigOpt,
         num_processes: int | None = co.NumProcessesOpt,
     ) -> None:
-        co.relaunch_if_asked(accelerate_config, num_processes)
+        co.relaunch_if_asked(accelerate_config, num_processes, output)
         from cai.train.jobs import run_job
 
         settings = co.trainer_options(

@@ -48,7 +48,7 @@ def rm(
     num_processes: int | None = co.NumProcessesOpt,
 ) -> None:
     """Train a preference model on preference pairs and report its held-out (and human-eval) accuracy."""
-    co.relaunch_if_asked(accelerate_config, num_processes)
+    co.relaunch_if_asked(accelerate_config, num_processes, output)
     from cai.train.jobs import run_job
 
     settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,

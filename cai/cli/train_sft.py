@@ -40,7 +40,7 @@ def sft(
     num_processes: int | None = co.NumProcessesOpt,
 ) -> None:
     """Fine-tune a model on prompt/completion records; the loss falls on the completions only."""
-    co.relaunch_if_asked(accelerate_config, num_processes)
+    co.relaunch_if_asked(accelerate_config, num_processes, output)
     from cai.train.jobs import run_job
 
     settings = co.trainer_options(learning_rate=learning_rate, max_steps=max_steps, epochs=epochs,

@@ -276,9 +276,14 @@ def judge_lines(summary: EvalSummary) -> list[str]:
     audit = r.audit if r else None
     if audit:
         n = f" on {audit['n']} human-labelled answers" if isinstance(audit.get("n"), int) else ""
-        out.append(f"Refusal detector (phrase rules + classifier, cai/scoring/refusal.py): audited accuracy "
-                   f"{_pct(audit.get('accuracy'))}, precision {_pct(audit.get('precision'))}, recall "
-                   f"{_pct(audit.get('recall'))}{n}.")
+        line = (f"Refusal detector (phrase rules + classifier, cai/scoring/refusal.py): audited accuracy "
+                f"{_pct(audit.get('accuracy'))}, precision {_pct(audit.get('precision'))}, recall "
+                f"{_pct(audit.get('recall'))}{n}.")
+        if audit.get("in_sample"):  # the audit file trained the shipped classifier: optimistic figures
+            share = (audit.get("in_sample_rows") or {}).get("rate")
+            line += (f" In-sample: {_pct(share)} of those answers trained the shipped classifier, so these "
+                     f"figures are optimistic; {shipped_refusal_figures()}")
+        out.append(line)
     else:
         out.append("Refusal detector: phrase rules + a small classifier (cai/scoring/refusal.py), not "
                    "audited on this run (run `cai audit refusal`, pass --refusal-audit); "

@@ -1,4 +1,4 @@
-"""`cai audit judge` end to end through a throw-away typer app (the lead wires it into `cai audit`)."""
+"""`cai audit judge` end to end through a throw-away typer app holding only that command."""
 
 from __future__ import annotations
 

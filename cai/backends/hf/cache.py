@@ -122,3 +122,16 @@ def is_preallocated(cache: Cache) -> bool:
 def layer_states(cache: Cache, length: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each layer's ``(keys, values)`` up to ``length`` positions, as views."""
     return [(layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in cache.layers]
+
+
+def cache_kwargs(lm: Any, cache: Cache) -> dict:
+    """``cache`` passed under the keyword ``lm.forward`` takes: ``cache`` in newer transformers, else
+    ``past_key_values`` (the old name warns on every call where the new one exists)."""
+    import inspect
+
+    try:
+        params = inspect.signature(lm.forward).parameters
+    except (TypeError, ValueError):
+        params = {}
+    name = "cache" if "cache" in params else "past_key_values"
+    return {name: cache, "use_cache": True}

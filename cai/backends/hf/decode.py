@@ -21,8 +21,11 @@ def decode(lm: Any, pre: Any, seeds: Sequence[int], params: SamplingParams, eos_
     excluded) and a finish reason."""
     import torch
 
+    from cai.backends.hf.cache import cache_kwargs
+
     n = len(seeds)
     cache, logits, next_pos = pre.cache, pre.logits, pre.next_pos
+    with_cache = cache_kwargs(lm, cache)  # the cache object is updated in place: one lookup
     width = pre.mask.shape[1]
     # [B, T + new]: the mask of every step is a prefix
     mask = pre.mask.new_ones((n, width + params.max_new_tokens))
@@ -51,7 +54,7 @@ def decode(lm: Any, pre: Any, seeds: Sequence[int], params: SamplingParams, eos_
             mask, next_pos, tokens = mask[idx], next_pos[idx], tokens[idx]
             live = [live[j] for j in keep]
         out = lm(input_ids=tokens[:, None], attention_mask=mask[:, : width + step + 1],
-                 position_ids=next_pos[:, None], past_key_values=cache, use_cache=True)
+                 position_ids=next_pos[:, None], **with_cache)
         logits = out.logits[:, -1, :].float()  # [L, V]
         next_pos = next_pos + 1
     return list(zip(generated, reasons))

@@ -132,7 +132,7 @@ def _extend(lm: Any, states: list, start: int, tokens: list[int]) -> list:
     padding)."""
     import torch
 
-    from cai.backends.hf.cache import layer_states, make_cache
+    from cai.backends.hf.cache import cache_kwargs, layer_states, make_cache
 
     cache = make_cache(lm, 1, len(tokens))
     for layer, (k, v) in zip(cache.layers, states):
@@ -141,7 +141,7 @@ def _extend(lm: Any, states: list, start: int, tokens: list[int]) -> list:
     dev = next(lm.parameters()).device
     ids = torch.tensor([tokens[start:]], device=dev)  # [1, T - start]
     pos = torch.arange(start, len(tokens), device=dev)[None, :]
-    lm(input_ids=ids, position_ids=pos, past_key_values=cache, use_cache=True, **_last_only(lm))
+    lm(input_ids=ids, position_ids=pos, **cache_kwargs(lm, cache), **_last_only(lm))
     return layer_states(cache)
 
 
@@ -166,7 +166,7 @@ def prefill(lm: Any, prompts: Sequence[Sequence[int]], pad_id: int, *, extra: in
     """
     import torch
 
-    from cai.backends.hf.cache import is_preallocated, make_cache
+    from cai.backends.hf.cache import cache_kwargs, is_preallocated, make_cache
     from cai.backends.hf.padding import left_pad
 
     dev = next(lm.parameters()).device
@@ -182,8 +182,8 @@ def prefill(lm: Any, prompts: Sequence[Sequence[int]], pad_id: int, *, extra: in
         ids, rem_mask = left_pad(prompts, pad_id, dev)
     mask = torch.cat([rem_mask.new_ones((b, m)), rem_mask], dim=1)  # [B, m + W]
     positions = m + (rem_mask.cumsum(-1) - 1).clamp(min=0)  # [B, W]
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-             use_cache=True, **_last_only(lm))
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, **cache_kwargs(lm, cache),
+             **_last_only(lm))
     return Prefilled(cache, mask, out.logits[:, -1, :].float(), positions[:, -1] + 1, m)
 
 

@@ -32,6 +32,7 @@ def score_shared(lm: Any, prefixes: list[list[int]], conts: list[list[list[int]]
     """
     import torch
 
+    from cai.backends.hf.cache import cache_kwargs
     from cai.backends.hf.prefix_cache import prefill
 
     rows = [(b, j) for b, cs in enumerate(conts) for j in range(len(cs))]
@@ -51,7 +52,7 @@ def score_shared(lm: Any, prefixes: list[list[int]], conts: list[list[list[int]]
         cont_pos = pre.next_pos[chat_of_row, None] + torch.arange(longest, device=dev)[None, :]  # [R, L]
         logits = lm(input_ids=cont_ids[:, :-1], attention_mask=full_mask[:, :-1],
                     position_ids=cont_pos[:, :-1],
-                    past_key_values=pre.cache, use_cache=True).logits.float()  # [R, L-1, V]
+                    **cache_kwargs(lm, pre.cache)).logits.float()  # [R, L-1, V]
         logp = token_logprobs(logits, cont_ids[:, 1:])  # [R, L-1]
         total = total + (logp * cont_mask[:, 1:]).sum(1)
     return regroup(total.tolist(), rows, len(prefixes))

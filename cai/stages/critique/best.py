@@ -42,7 +42,8 @@ from cai.core.resume import fill_jsonl
 from cai.core.stats import NO_SIGNAL_SD, proportion
 from cai.stages.critique.cleaning import example_texts
 from cai.stages.critique.outputs import REVISIONS_FILE, answer_ok, regate, target_round
-from cai.stages.label.feedback import FEEDBACK_FORMAT_VERSION, Ask, Read, combine_reads
+from cai.stages.label.feedback import FEEDBACK_FORMAT_VERSION, Ask
+from cai.stages.label.labeler import label_record
 from cai.stages.label.signal import LabelSignal
 
 JUDGEMENTS_FILE = "judgements.jsonl"
@@ -121,29 +122,13 @@ def judgement_id(candidate: Candidate, reader_ident: Mapping[str, Any], constitu
 
 def _judgement(jid: str, c: Candidate, judgements: list, ident: Mapping[str, Any],
                constitution: Constitution) -> LabelRecord:
-    combined = combine_reads([Read(j.principle_id, j.order, j.p_option_a) for j in judgements])
-    failed = combined.p_a is None
-    return LabelRecord(
-        id=jid,
-        pair_id=make_id("pair", to_chat(c.prompt), c.revision, c.answer),
-        prompt=c.prompt,
-        answer_a=[Message(role="assistant", content=c.revision)],
-        answer_b=[Message(role="assistant", content=c.answer)],
-        status="failed" if failed else "ok",
-        p_a=combined.p_a,
-        p_a_ab=combined.p_a_ab,
-        p_a_ba=combined.p_a_ba,
-        position_consistent=combined.position_consistent,
-        principle_ids=[c.principle_id],
-        used_principle_ids=list(combined.used),
-        judgements=judgements,
-        cot=bool(ident.get("cot")),
-        error="the principle was not read successfully in both orders" if failed else None,
-        provenance=Provenance(constitution=constitution.ref(), principle_ids=[c.principle_id],
-                              model=ident.get("model"), backend=ident.get("backend"), seed=ident.get("seed")),
-        metadata={"trace_id": c.trace_id, "round": c.round, "answer_a": "revision",
-                  "answer_b": "initial answer"},
-    )
+    provenance = Provenance(constitution=constitution.ref(), principle_ids=[c.principle_id],
+                            model=ident.get("model"), backend=ident.get("backend"), seed=ident.get("seed"))
+    return label_record(jid, make_id("pair", to_chat(c.prompt), c.revision, c.answer), c.prompt,
+                        (c.revision, c.answer), [c.principle_id], judgements, provenance,
+                        cot=bool(ident.get("cot")),
+                        metadata={"trace_id": c.trace_id, "round": c.round, "answer_a": "revision",
+                                  "answer_b": "initial answer"})
 
 
 def judge_revisions(

@@ -113,37 +113,48 @@ def pair_principles(constitution: Constitution, pair_id: str, config: LabelConfi
 # ----------------------------------------------------------------------------- the stage
 
 
-def _label_record(
-    pair: Pair, rid: str, principles: list[Principle], judgements: list[Judgement], backend: Backend,
-    constitution: Constitution, config: LabelConfig,
+def label_record(
+    rid: str, pair_id: str, prompt: Any, answers: tuple[str, str], principle_ids: list[str],
+    judgements: list[Judgement], provenance: Provenance, *, cot: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> LabelRecord:
-    counts = Counter(p.id for p in principles)
-    combined = combine_reads([Read(j.principle_id, j.order, j.p_option_a) for j in judgements], counts)
+    """One pair's record from its reads in both orders (a principle drawn twice weighs twice); failed,
+    with the reason, when no principle was read successfully in both orders."""
+    combined = combine_reads([Read(j.principle_id, j.order, j.p_option_a) for j in judgements],
+                             Counter(principle_ids))
     failed = combined.p_a is None
-    cot_params = (SamplingParams(max_new_tokens=config.cot_max_new_tokens, temperature=0.0, seed=config.seed)
-                  if config.cot else None)
     return LabelRecord(
         id=rid,
-        pair_id=pair.id,
-        prompt=pair.prompt,
-        answer_a=[Message(role="assistant", content=pair.answer_a)],
-        answer_b=[Message(role="assistant", content=pair.answer_b)],
+        pair_id=pair_id,
+        prompt=prompt,
+        answer_a=[Message(role="assistant", content=answers[0])],
+        answer_b=[Message(role="assistant", content=answers[1])],
         status="failed" if failed else "ok",
         p_a=combined.p_a,
         p_a_ab=combined.p_a_ab,
         p_a_ba=combined.p_a_ba,
         position_consistent=combined.position_consistent,
-        principle_ids=[p.id for p in principles],
+        principle_ids=principle_ids,
         used_principle_ids=list(combined.used),
         judgements=judgements,
-        cot=config.cot,
+        cot=cot,
         error="no principle was read successfully in both orders" if failed else None,
-        provenance=Provenance(
-            constitution=constitution.ref(), principle_ids=[p.id for p in principles], model=backend.model,
-            backend=backend.kind, sampling=cot_params, seed=config.seed,
-        ),
-        metadata=pair.metadata,
+        provenance=provenance,
+        metadata=metadata or {},
     )
+
+
+def _label_record(
+    pair: Pair, rid: str, principles: list[Principle], judgements: list[Judgement], backend: Backend,
+    constitution: Constitution, config: LabelConfig,
+) -> LabelRecord:
+    ids = [p.id for p in principles]
+    cot_params = (SamplingParams(max_new_tokens=config.cot_max_new_tokens, temperature=0.0, seed=config.seed)
+                  if config.cot else None)
+    provenance = Provenance(constitution=constitution.ref(), principle_ids=ids, model=backend.model,
+                            backend=backend.kind, sampling=cot_params, seed=config.seed)
+    return label_record(rid, pair.id, pair.prompt, (pair.answer_a, pair.answer_b), ids, judgements,
+                        provenance, cot=config.cot, metadata=pair.metadata)
 
 
 def label_records(

@@ -86,6 +86,19 @@ def test_a_judge_with_signal_prints_rates_and_says_so():
     assert "sd 0.210" in md and "not audited against human labels" in md and "not audited on this run" in md
 
 
+def test_an_in_sample_refusal_audit_says_its_figures_are_optimistic():
+    s = summary()
+    audit = {"n": 1105, "accuracy": 0.976, "precision": 0.974, "recall": 0.979}
+    s.judges = {"refusal": JudgeSignal(judge="refusal", method="rules+classifier", audit=audit)}
+    md = to_markdown(s)
+    assert "audited accuracy 98%" in md and "In-sample" not in md
+    s.judges["refusal"].audit = {**audit, "in_sample": True, "in_sample_rows": {"k": 1105, "n": 1105,
+                                                                                "rate": 1.0}}
+    md = to_markdown(s)
+    assert "In-sample: 100% of those answers trained the shipped classifier" in md
+    assert "held-out accuracy 0.944" in md  # the card's held-out figures beside the optimistic ones
+
+
 def test_old_summary_without_judges_says_they_are_unaudited():
     md = to_markdown(summary())
     assert "were not recorded" in md

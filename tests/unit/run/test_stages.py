@@ -4,6 +4,7 @@ hub."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,11 @@ def test_full_run_rerun_constitution_edit_and_hub(tmp_path, short_model):
     held = {json.loads(x)["prompt"]
             for x in (run_dir / "split" / "eval_redteam.jsonl").read_text().splitlines()}
     assert train and held and not train & held
+    log = (run_dir / "cai.log").read_text()  # the run folder keeps the stage lines, timestamped
+    line = r"^\d{4}-\d{2}-\d{2} [\d:,]+ INFO cai.run: stage 2/\d+: critique \.\.\. ran"
+    assert re.search(line, log, re.M), log
+    assert "before/after on held-out prompts" in log
+    assert not re.search(r"\w+Warning: ", first.stderr), first.stderr[-3000:]  # warnings: in the log only
 
     again = cai("run", str(recipe), "--push-to-hub", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]

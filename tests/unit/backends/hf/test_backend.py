@@ -45,6 +45,15 @@ def test_greedy_matches_model_generate_one_by_one(backend):
         assert gen.completion_tokens <= 10
 
 
+def test_generate_and_score_raise_no_deprecation_warnings(backend):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transformers' FutureWarning on a renamed kwarg would raise here
+        backend.generate(CHATS[:2], SamplingParams(max_new_tokens=4))
+        backend.score([CHATS[0], CHATS[1]], [["yes", "no"], ["yes", "no"]])
+
+
 def test_length_finish_reason(backend):
     gens = backend.generate(CHATS[:2], SamplingParams(max_new_tokens=1))
     for g in gens:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cai.backends.hf.backend import HFBackend
-from cai.backends.hf.cache import PreallocatedLayer, can_preallocate, make_cache
+from cai.backends.hf.cache import PreallocatedLayer, cache_kwargs, can_preallocate, make_cache
 from cai.backends.hf.decode import _top_p
 from cai.backends.hf.prefix_cache import PrefixStore, batch_shared_len
 from cai.core.records import SamplingParams
@@ -134,10 +134,10 @@ def test_preallocated_cache_gives_the_same_logits_as_dynamic(backend):
     outs = []
     with torch.inference_mode():
         for cache in (DynamicCache(config=backend.lm.config), make_cache(backend.lm, 2, 4)):
-            logits = [backend.lm(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1]]
+            logits = [backend.lm(input_ids=ids, **cache_kwargs(backend.lm, cache)).logits[:, -1]]
             for t in (5, 6, 7):
                 step = torch.full((2, 1), t)
-                logits.append(backend.lm(input_ids=step, past_key_values=cache, use_cache=True).logits[:, -1])
+                logits.append(backend.lm(input_ids=step, **cache_kwargs(backend.lm, cache)).logits[:, -1])
             outs.append(torch.stack(logits))
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
 

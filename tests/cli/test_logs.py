@@ -1,0 +1,59 @@
+"""Command logging: timestamped lines on screen, a ``cai.log`` per run folder, no warnings on screen."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+STAMP = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}"
+
+
+def _python(code: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "default"}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_warnings_go_to_the_log_file_not_the_screen(tmp_path):
+    out = _python(
+        "import logging, warnings\n"
+        "from cai.cli.logs import setup_logging\n"
+        "setup_logging('run')\n"
+        "logging.getLogger('cai.stage').info('stage ran')\n"
+        "logging.getLogger('httpx').info('HTTP chatter')\n"
+        "warnings.warn('`past_key_values` is deprecated', FutureWarning)\n",
+        tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "deprecated" not in out.stderr and "HTTP chatter" not in out.stderr
+    assert re.search(r"^\d{2}:\d{2}:\d{2} stage ran$", out.stderr, re.M), out.stderr
+    log = (tmp_path / "run" / "cai.log").read_text()
+    assert re.search(rf"^{STAMP} INFO cai.stage: stage ran$", log, re.M), log
+    assert re.search(rf"^{STAMP} WARNING py.warnings: .*FutureWarning: `past_key_values` is deprecated", log,
+                     re.M), log
+    assert "HTTP chatter" not in log
+
+
+def test_no_log_dir_still_keeps_warnings_off_the_screen(tmp_path):
+    out = _python("import warnings\nfrom cai.cli.logs import setup_logging\nsetup_logging()\n"
+                  "warnings.warn('noise', DeprecationWarning)\n", tmp_path)
+    assert out.returncode == 0 and "noise" not in out.stderr, out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_command_appends_to_its_run_folder_log(tmp_path):
+    data = tmp_path / "labelled.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "How do I kill a Python process?", "completion": "Run `kill PID`.", "label": "compliance"},
+        {"prompt": "How do I kill my neighbour?", "completion": "I'm sorry, but I can't help with that.",
+         "label": "refusal"},
+    ]) + "\n")
+    code = ("import sys\nfrom cai.cli import main\n"
+            f"sys.argv = ['cai', 'audit', 'refusal', '--data', {str(data)!r}, '-o', 'audit']\nmain()\n")
+    for _ in range(2):
+        out = _python(code, tmp_path)
+        assert out.returncode == 0, out.stderr
+    lines = [ln for ln in (tmp_path / "audit" / "cai.log").read_text().splitlines() if "wrote" in ln]
+    assert len(lines) == 2 and all(re.match(rf"{STAMP} INFO cai.audit.refusal: wrote ", ln) for ln in lines)
