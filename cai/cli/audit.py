@@ -17,7 +17,7 @@ app = typer.Typer(help="Audit the AI labeler, the refusal detector and the harm 
 
 @app.command("labeler")
 def labeler(
-    data: Path | None = typer.Option(None, "--data", "-d", help="Human-labelled pairs JSONL: "
+    data: Path | None = typer.Option(None, "--data", "-d", help="Required. Human-labelled pairs JSONL: "
                                      "prompt/chosen/rejected, chosen = the human's pick."),
     pairs: Path | None = typer.Option(None, "--pairs", hidden=True, help="Old spelling of --data."),
     feedback_model: str = typer.Option("default", "--feedback-model", "-m", help="The labeler model "

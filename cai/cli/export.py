@@ -28,7 +28,7 @@ def export(
         None, "--prefs", help="Preference-pair JSONL (prompt/chosen/rejected). Repeatable."
     ),
     output: Path | None = typer.Option(None, "--output", "-o",
-                                       help="Folder to save the DatasetDict to (save_to_disk)."),
+                                       help="Required. Folder to save the DatasetDict to (save_to_disk)."),
     out: Path | None = typer.Option(None, "--out", hidden=True, help="Old spelling of --output."),
     test_fraction: float = typer.Option(
         0.1, "--test-fraction", help="Share of ids held out for test splits."

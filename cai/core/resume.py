@@ -69,8 +69,12 @@ def fill_jsonl(path: str | Path, ids: Collection[str], make: Callable[[], B],
             return Filled(path, len(wanted), before, 0, len(writer))
         backend = make()
         written = 0
+        # Records come in bursts (a batch finishes at once): draw every update, and estimate the time left
+        # from the average rate since the start (smoothing=0), not from the gap before a burst's first
+        # record, which would promise hours for a minute's work.
         with resumable(path, writer, what), tqdm(total=len(wanted), initial=before, desc=desc or what,
-                                                 unit=what, dynamic_ncols=True) as bar:
+                                                 unit=what, dynamic_ncols=True, mininterval=0,
+                                                 smoothing=0) as bar:
             for rec in produce(backend, writer.__contains__, bar):
                 written += writer.write(rec)
                 bar.update(1)
