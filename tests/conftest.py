@@ -39,6 +39,16 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _close_run_log():
+    """A command run in-process opens its run folder's cai.log: close it, so the next test's lines do not
+    land in (and re-create) another test's folder."""
+    yield
+    from cai.cli.logs import log_to
+
+    log_to(None)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Trainers in one test process must not inherit another test's AcceleratorState."""
     yield

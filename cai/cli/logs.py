@@ -14,6 +14,17 @@ FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _file_handler: logging.Handler | None = None
 
 
+class _RunLog(logging.FileHandler):
+    """A log file made (folder and all) at its first line: a command refused for bad input leaves none."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self):  # noqa: ANN202 - logging's own signature
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def setup_logging(log_dir: Path | str | None = None, verbose: bool = False) -> None:
     """Say what the command is doing and where outputs went, without HTTP-client or deprecation noise;
     with ``log_dir``, also keep a timestamped log there (see :func:`log_to`)."""
@@ -40,8 +51,7 @@ def log_to(log_dir: Path | str | None) -> Path | None:
     if log_dir is None:
         return None
     path = Path(log_dir) / LOG_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _file_handler = logging.FileHandler(path, encoding="utf-8")
+    _file_handler = _RunLog(path)
     _file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
     for logger in loggers:
         logger.addHandler(_file_handler)

@@ -43,6 +43,14 @@ def test_no_log_dir_still_keeps_warnings_off_the_screen(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_bad_input_leaves_no_log_folder_behind(tmp_path):
+    code = ("import sys\nfrom cai.cli import main\n"
+            "sys.argv = ['cai', 'audit', 'refusal', '--data', 'nope.jsonl', '-o', 'audit']\nmain()\n")
+    out = _python(code, tmp_path)
+    assert out.returncode == 2 and "nope.jsonl" in out.stderr
+    assert not (tmp_path / "audit").exists()
+
+
 def test_a_command_appends_to_its_run_folder_log(tmp_path):
     data = tmp_path / "labelled.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in [
