@@ -94,13 +94,16 @@ def main() -> None:
     exits 130.
     """
     import signal
+    import traceback
 
+    from cai.cli.logs import to_file
     from cai.core.errors import CaiError, Interrupted
 
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         app(prog_name="cai")
     except CaiError as exc:
+        to_file(f"error: {exc}", if_started=True)  # in the run folder's cai.log once work began
         if _state["debug"] or "--debug" in sys.argv:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -109,5 +112,10 @@ def main() -> None:
         interrupt = _interrupt_behind(exc)
         if interrupt is None:
             raise
-        print(str(interrupt) if isinstance(interrupt, Interrupted) else GENERIC_INTERRUPT, file=sys.stderr)
+        line = str(interrupt) if isinstance(interrupt, Interrupted) else GENERIC_INTERRUPT
+        to_file(line, if_started=True)
+        print(line, file=sys.stderr)
         sys.exit(130)
+    except Exception:
+        to_file(traceback.format_exc().rstrip(), if_started=True)  # a crash's traceback, kept with the run
+        raise

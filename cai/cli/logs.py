@@ -58,8 +58,10 @@ def log_to(log_dir: Path | str | None) -> Path | None:
     return path
 
 
-def to_file(message: str, name: str = "cai") -> None:
-    """Keep a line already shown on the screen (``typer.echo``) in the log file too, if one is open."""
-    if _file_handler is not None:
+def to_file(message: str, name: str = "cai", *, if_started: bool = False) -> None:
+    """Keep a line already shown on the screen (``typer.echo``) in the log file too, if one is open;
+    ``if_started``: only if the file already has a line of this command (an error before any work leaves
+    no log behind)."""
+    if _file_handler is not None and not (if_started and _file_handler.stream is None):
         _file_handler.handle(logging.makeLogRecord(
             {"name": name, "levelno": logging.INFO, "levelname": "INFO", "msg": message}))

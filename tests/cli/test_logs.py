@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 STAMP = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}"
 
 
@@ -49,6 +51,28 @@ def test_bad_input_leaves_no_log_folder_behind(tmp_path):
     out = _python(code, tmp_path)
     assert out.returncode == 2 and "nope.jsonl" in out.stderr
     assert not (tmp_path / "audit").exists()
+
+
+@pytest.mark.parametrize("failure, code", [("CaiError('the server went away')", 2),
+                                            ("RuntimeError('a bug')", 1)])
+def test_an_error_once_work_began_is_kept_in_the_log(tmp_path, failure, code):
+    out = _python(
+        "import logging, cai.cli\n"
+        "from cai.cli.logs import setup_logging\n"
+        "from cai.core.errors import CaiError\n"
+        "def app(prog_name):\n"
+        "    setup_logging('run')\n"
+        "    logging.getLogger('cai.stage').info('working')\n"
+        f"    raise {failure}\n"
+        "cai.cli.app = app\n"
+        "cai.cli.main()\n", tmp_path)
+    assert out.returncode == code, out.stderr
+    log = (tmp_path / "run" / "cai.log").read_text()
+    assert "working" in log
+    if code == 2:
+        assert re.search(rf"^{STAMP} INFO cai: error: the server went away$", log, re.M), log
+    else:
+        assert "Traceback (most recent call last)" in log and "RuntimeError: a bug" in log
 
 
 def test_a_command_appends_to_its_run_folder_log(tmp_path):
