@@ -28,8 +28,10 @@ def stage_times(run_dir: Path) -> list[tuple[str, float]]:
     out = []
     for state in run_dir.glob("*/stage.json"):
         data = json.loads(state.read_text(encoding="utf-8"))
-        out.append((data["finished_at"], data["stage"], float(data.get("seconds", 0.0))))
-    return [(name, s) for _, name, s in sorted(out)]
+        # finished_at has whole seconds: a 0-second stage ties with the one before it; mtime breaks the tie
+        seconds = float(data.get("seconds", 0.0))
+        out.append((data["finished_at"], state.stat().st_mtime, data["stage"], seconds))
+    return [(name, s) for _, _, name, s in sorted(out)]
 
 
 def main() -> None:
