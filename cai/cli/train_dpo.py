@@ -57,7 +57,6 @@ def dpo(
                                   logging_steps=logging_steps, report_to=report_to, beta=beta,
                                   loss_type=list(loss_type) if loss_type else None)
     options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
-                               chat_template,
-                                 resume, audit)
+                               chat_template, resume, audit)
     run_job(co.job("dpo", data, output, model, config, set_, settings, options, ref_model=ref_model,
                    soft_labels=soft_labels, eval_fraction=eval_fraction))

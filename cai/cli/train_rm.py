@@ -56,8 +56,7 @@ def rm(
                                   max_length=max_length, seed=seed,
                                   logging_steps=logging_steps, report_to=report_to)
     options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
-                               chat_template,
-                                 resume, audit)
+                               chat_template, resume, audit)
     run_job(co.job("rm", data, output, model, config, set_, settings, options, pad_token=pad_token,
                    margin=margin, eval_fraction=eval_fraction,
                    human_eval=str(human_eval) if human_eval else None))

@@ -48,6 +48,5 @@ def sft(
                                   max_length=max_length, seed=seed,
                                   logging_steps=logging_steps, report_to=report_to)
     options = co.model_options(lora, lora_r, lora_alpha, lora_dropout, lora_target, dtype, trust_remote_code,
-                               chat_template,
-                                 resume, audit)
+                               chat_template, resume, audit)
     run_job(co.job("sft", data, output, model, config, set_, settings, options, eval_fraction=eval_fraction))

@@ -11,11 +11,11 @@ byte-identical afterwards.
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from dataclasses import dataclass, field
 
 import pytest
+
+from tests.helpers.cli import run_cli
 
 PROMPT = '{"prompt": "How do I bake bread?"}\n'
 GOOD_CONST = (
@@ -160,32 +160,6 @@ ROWS = [
 
 def test_table_is_big_and_distinct():
     assert len(ROWS) >= 25 and len({r.id for r in ROWS}) == len(ROWS)
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture,
-            monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    """``cai ARGV`` in-process through the console entry point: ``(exit_code, stdout, stderr)``."""
-    from cai.cli import _state, main
-
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    for handler in saved:  # let the command's logging bind to the captured stderr
-        root.removeHandler(handler)
-    monkeypatch.setattr(sys, "argv", ["cai", *argv])
-    monkeypatch.setitem(_state, "debug", False)
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:  # put logging back as it was: no handler left writing to this test's captured stream
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-        for handler in saved:
-            root.addHandler(handler)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
