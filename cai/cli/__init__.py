@@ -21,6 +21,7 @@ from cai.cli import export as _export
 from cai.cli import generate as _generate
 from cai.cli import label as _label
 from cai.cli import run as _run
+from cai.cli import serve as _serve
 from cai.cli import train as _train
 
 app = typer.Typer(
@@ -33,10 +34,39 @@ app = typer.Typer(
 
 _state = {"debug": False}
 
+DISTRIBUTION = "constitutional-ai"  # the name on the package index (pyproject.toml); the import name is cai
+
+
+def _print_version(value: bool) -> None:
+    """``--version``: the installed distribution's version, then exit (nothing heavy is imported)."""
+    if not value:
+        return
+    import importlib.metadata as md
+
+    from cai import __version__
+
+    try:
+        version = md.version(DISTRIBUTION)
+    except md.PackageNotFoundError:  # run from a source tree that was never installed
+        version = f"{__version__} (not installed)"
+    typer.echo(f"cai {version} ({DISTRIBUTION})")
+    raise typer.Exit()
+
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show cai's debug lines."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="Only warnings and errors on the screen, no progress bars (the run "
+                                    "folder's cai.log keeps everything)."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    from cai.cli.logs import set_verbosity
+
     _state["debug"] = debug
+    set_verbosity(verbose, quiet)
 
 
 app.add_typer(_constitution.app, name="constitution")
@@ -49,6 +79,7 @@ app.command("run")(_run.run)
 app.add_typer(_audit.app, name="audit")
 app.add_typer(_train.app, name="train")
 app.command("eval")(_eval.eval_command)
+app.command("serve")(_serve.serve)
 
 
 GENERIC_INTERRUPT = "interrupted: what was written is kept; rerun the same command to resume where it stopped"

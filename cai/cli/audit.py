@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cai.cli import audit_judge, audit_refusal
+from cai.cli import audit_judge, audit_pools, audit_refusal
 from cai.cli import backend_options as bo
 from cai.cli import label as lab
 
@@ -76,3 +76,4 @@ def labeler(
 
 app.command("refusal")(audit_refusal.refusal)
 app.command("judge")(audit_judge.judge)
+app.command("pools")(audit_pools.pools)

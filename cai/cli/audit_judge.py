@@ -15,8 +15,9 @@ def judge(
                                 help="Folder for judgements.jsonl (appended as made; a rerun resumes) "
                                      "and audit.json."),
     judge_kind: str = typer.Option("rubric", "--judge",
-                                   help="rubric (two Yes/No questions of opposite polarity) "
-                                   "or pairwise (A/B against a plain refusal)."),
+                                   help="rubric (two Yes/No questions of opposite polarity), "
+                                   "pairwise (A/B against a plain refusal) or guard (a Llama Guard style "
+                                   "classifier as --feedback-model: 'safe' / 'unsafe' + category codes)."),
     feedback_model: str = typer.Option("default", "--feedback-model", "-m",
                                        help="The judge model ('default' = embedded SmolLM2-135M-Instruct)."),
     feedback_backend: str = typer.Option("hf", "--feedback-backend", help="hf or openai."),
@@ -25,6 +26,17 @@ def judge(
                                                             "(repeatable)."),
     feedback_batch_size: int = typer.Option(16, "--feedback-batch-size",
                                             help="hf: sequences per forward pass."),
+    feedback_chat_template: str | None = typer.Option(None, "--feedback-chat-template",
+                                                      help="hf: a Jinja chat template (file or text) for the "
+                                                           "judge; 'plain-llama3' serves a Llama Guard 3 "
+                                                           "with the plain template its task prompt needs."),
+    guard_template: Path | None = typer.Option(None, "--guard-template",
+                                               help="--judge guard: the task prompt, a text file with "
+                                                    "{categories} and {conversation} slots (default: Llama "
+                                                    "Guard 3's)."),
+    guard_categories: Path | None = typer.Option(None, "--guard-categories",
+                                                 help="--judge guard: YAML mapping of category code to "
+                                                      "name (default: Llama Guard 3's S1..S14)."),
     constitution: str = typer.Option("harmless", "--constitution", "-c",
                                      help="Constitution file or shipped name."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N pairs of the file."),
@@ -38,13 +50,26 @@ def judge(
     from cai.core.errors import CaiError
 
     setup_logging(output)
-    if judge_kind not in ("rubric", "pairwise"):
+    if judge_kind not in ("rubric", "pairwise", "guard"):
         raise CaiError(f"--judge {judge_kind!r}: unknown judge",
-                       hint="use --judge rubric or --judge pairwise")
+                       hint="use --judge rubric, --judge pairwise or --judge guard")
+    if judge_kind != "guard" and (guard_template is not None or guard_categories is not None):
+        raise CaiError("--guard-template and --guard-categories are only for --judge guard",
+                       hint="add --judge guard, or drop them")
+    guard = None
+    if judge_kind == "guard":
+        from cai.eval.guard import load_guard_config
+
+        guard = load_guard_config(guard_template, guard_categories)
+    if feedback_chat_template == "plain-llama3":
+        from cai.eval.guard import PLAIN_LLAMA3_CHAT_TEMPLATE
+
+        feedback_chat_template = PLAIN_LLAMA3_CHAT_TEMPLATE
     feedback = spec_from_options(feedback_backend, feedback_model, prefix="feedback-",
-                                 base_url=feedback_base_url, batch_size=feedback_batch_size)
+                                 base_url=feedback_base_url, batch_size=feedback_batch_size,
+                                 chat_template=feedback_chat_template)
     const = load_constitution(constitution)
     audit = run_judge_audit(data, const, feedback, output, judge=judge_kind, limit=limit,  # type: ignore[arg-type]
-                            seed=seed)
+                            seed=seed, guard=guard)
     print(format_judge_audit(audit))
     typer.echo(f"wrote {output / 'audit.json'} and the judgements {output / 'judgements.jsonl'}", err=True)

@@ -24,7 +24,9 @@ MaxRetriesOpt = typer.Option(2, "--max-retries", help="openai: the SDK's retries
 BatchSizeOpt = typer.Option(16, "--batch-size", help="hf: sequences per forward pass.")
 DeviceOpt = typer.Option(None, "--device", help="hf: cpu, cuda, cuda:1, mps (default: best available).")
 DtypeOpt = typer.Option(None, "--dtype",
-                        help="hf: float32, bfloat16, float16 (default: fp32 on CPU, bf16/fp16 on GPU).")
+                        help="hf: float32, bfloat16, float16, or int8 (CPU only: int8 weights and "
+                        "activations, faster generation, slightly different outputs) (default: fp32 on CPU, "
+                        "bf16/fp16 on GPU).")
 TrustRemoteCodeOpt = typer.Option(False, "--trust-remote-code",
                                   help="hf: allow the model's own code to run (off unless you pass it).")
 ChatTemplateOpt = typer.Option(None, "--chat-template",

@@ -7,11 +7,13 @@ from pathlib import Path
 import typer
 
 from cai.cli import backend_options as bo
+from cai.cli import source_options as so
 
 
 def critique(
-    prompts: Path = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": str} or {\"prompt\": a "
-                                 "list of messages ending with a user turn} (red-team prompts)."),
+    prompts: str = typer.Option(..., "--prompts", "-p", help="Red-team prompts: {\"prompt\": str} or "
+                                "{\"prompt\": a list of messages ending with a user turn}. " + so.FORMS),
+    columns: str | None = so.ColumnsOpt,
     constitution: str = typer.Option("harmless", "--constitution", "-c",
                                      help="Constitution file or shipped name."),
     output: Path = typer.Option(Path("runs/critique"), "--output", "-o", help="Run directory: "
@@ -33,9 +35,9 @@ def critique(
     batch_size: int = typer.Option(16, "--batch-size",
                                    help="Prompts that advance through the rounds together (hf: also the "
                                         "sequences per forward pass, times --samples-per-prompt)."),
-    helpful_prompts: Path | None = typer.Option(None, "--helpful-prompts",
-                                                help="JSONL of benign prompts whose plain answers (no "
-                                                     "revision) are mixed into sft.jsonl."),
+    helpful_prompts: str | None = typer.Option(None, "--helpful-prompts",
+                                               help="Benign prompts whose plain answers (no revision) are "
+                                                    "mixed into sft.jsonl (any record source)."),
     helpful_ratio: float = typer.Option(1.0, "--helpful-ratio",
                                         help="Helpful prompts per red-team prompt (0.5: half as many), "
                                              "picked from --helpful-prompts by a hash of (seed, prompt id)."),
@@ -118,7 +120,7 @@ def critique(
         concurrency=concurrency, timeout=timeout, max_retries=max_retries, device=device, dtype=dtype,
         trust_remote_code=trust_remote_code, chat_template=chat_template)
     const = load_constitution(constitution)
-    records = read_prompts(prompts)[: limit or None]
+    records = read_prompts(so.mapped(prompts, columns))[: limit or None]
     pool = read_prompts(helpful_prompts) if helpful_prompts is not None else []
     stats = run_critique(records, const, spec, config, output_dir or output, helpful_pool=pool,
                          resume=not overwrite, feedback=feedback)

@@ -7,11 +7,14 @@ from pathlib import Path
 import typer
 
 from cai.cli import backend_options as bo
+from cai.cli import source_options as so
 
 
 def generate(
-    prompts: Path = typer.Option(..., "--prompts", "-p",
-                                 help="JSONL of {\"prompt\": str} or {\"prompt\": \\[messages]}."),
+    prompts: str = typer.Option(..., "--prompts", "-p",
+                                help="Prompts: {\"prompt\": str} or {\"prompt\": \\[messages]} rows (or "
+                                     "AdvBench, HarmBench, Do-Not-Answer shapes). " + so.FORMS),
+    columns: str | None = so.ColumnsOpt,
     output: Path = typer.Option(..., "--output", "-o",
                                 help="Output JSONL of completion records (appended; reruns resume)."),
     model: str = bo.ModelOpt,
@@ -50,7 +53,7 @@ def generate(
     from cai.stages.generate import GenerateConfig, run_generate
 
     setup_logging(output.parent)  # cai.log beside the output file
-    records = read_prompts(prompts)[: limit or None]
+    records = read_prompts(so.mapped(prompts, columns))[: limit or None]
     try:
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                 n=n, seed=seed, stop=tuple(stop or ()))

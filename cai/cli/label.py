@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from cai.cli import backend_options as bo
+from cai.cli import source_options as so
 
 if TYPE_CHECKING:
     from cai.backends.protocol import Backend
@@ -45,11 +46,15 @@ PairsPerCallOpt = typer.Option(8, "--pairs-per-call", help="Pairs sent to the fe
 
 
 def label(
-    prompts: Path | None = typer.Option(None, "--prompts", "-p",
-                                        help="Prompts JSONL: the policy samples --k answers each."),
-    responses: Path | None = typer.Option(None, "--responses", help="Label existing answers instead: "
-                                          "pairs (prompt/chosen/rejected, chosen shown first) or answers "
-                                          "(prompt/completion, grouped by prompt)."),
+    prompts: str | None = typer.Option(None, "--prompts", "-p",
+                                       help="Prompts: the policy samples --k answers each. " + so.FORMS),
+    responses: str | None = typer.Option(None, "--responses", help="Label existing answers instead: "
+                                         "pairs (prompt/chosen/rejected, chosen shown first; or hh-rlhf, "
+                                         "UltraFeedback, implicit-prompt, PKU-SafeRLHF rows) or answers "
+                                         "(prompt/completion, grouped by prompt); any record source."),
+    columns: str | None = typer.Option(None, "--columns", help="Column mapping of --prompts or --responses, "
+                                       "FIELD=COLUMN,...; --human takes its own: --human "
+                                       "SRC#FIELD=COLUMN."),
     output: Path = typer.Option(Path("runs/label"), "--output", "-o", help="Run folder (reruns resume)."),
     constitution: str = typer.Option("harmless", "--constitution", "-c",
                                      help="Constitution file or shipped name."),
@@ -79,8 +84,9 @@ def label(
     labeler_audit: Path | None = typer.Option(None, "--labeler-audit", help="audit.json of `cai audit "
                                               "labeler` for this feedback model: its agreement with humans "
                                               "joins the signal verdict."),
-    human: Path | None = typer.Option(None, "--human", help="Human pairs (prompt/chosen/rejected) merged "
-                                      "into preferences.jsonl."),
+    human: str | None = typer.Option(None, "--human", help="Human pairs (prompt/chosen/rejected, or hh-rlhf, "
+                                     "UltraFeedback, PKU-SafeRLHF rows) merged into preferences.jsonl, e.g. "
+                                     "Anthropic/hh-rlhf:harmless-base:train. " + so.FORMS),
     human_weight: float = typer.Option(1.0, "--human-weight", help="Weight multiplier of --human pairs."),
     pairs_per_call: int = PairsPerCallOpt,
     model: str = bo.ModelOpt,
@@ -132,6 +138,7 @@ def label(
         if temperature < 0.7:
             raise CaiError(f"--temperature {temperature} is too low to sample different candidates",
                            hint="use --temperature 0.7 or more (default 0.8)")
+    prompts, responses = so.mapped(prompts, columns), so.mapped(responses, columns)
     const = load_constitution(constitution)
     config = label_stage_config(principles_per_pair, seed, cot, cot_clamp, cot_max_new_tokens, no_few_shot,
                                 pairs_per_call, min_confidence=min_confidence,

@@ -12,6 +12,29 @@ SCREEN_FORMAT, SCREEN_TIME = "%(asctime)s %(message)s", "%H:%M:%S"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _file_handler: logging.Handler | None = None
+_screen = {"level": logging.INFO}  # what reaches the screen: --verbose DEBUG, --quiet WARNING (the file: all)
+
+
+def set_verbosity(verbose: bool = False, quiet: bool = False) -> None:
+    """``cai --verbose``: cai's debug lines on the screen too; ``--quiet``: warnings and errors only, no
+    progress bars. The run folder's ``cai.log`` keeps cai's INFO lines either way.
+
+    >>> set_verbosity(quiet=True); _screen["level"] == logging.WARNING
+    True
+    >>> set_verbosity(); _screen["level"] == logging.INFO
+    True
+    """
+    import os
+
+    if verbose and quiet:
+        from cai.core.errors import CaiError
+
+        raise CaiError("--verbose and --quiet together", hint="give one of them")
+    _screen["level"] = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads it for every bar it makes
+    else:
+        os.environ.pop("TQDM_DISABLE", None)
 
 
 class _RunLog(logging.FileHandler):
@@ -28,8 +51,16 @@ class _RunLog(logging.FileHandler):
 def setup_logging(log_dir: Path | str | None = None, verbose: bool = False) -> None:
     """Say what the command is doing and where outputs went, without HTTP-client or deprecation noise;
     with ``log_dir``, also keep a timestamped log there (see :func:`log_to`)."""
+    import os
+
     logging.basicConfig(level=logging.WARNING, format=SCREEN_FORMAT, datefmt=SCREEN_TIME)
+    verbose = verbose or _screen["level"] == logging.DEBUG
+    if not verbose:  # datasets' per-map "Tokenizing"/"Filter" bars: cai's own bars say what is going on
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("cai").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # the screen (basicConfig's); the log file keeps all
+            handler.setLevel(_screen["level"])
     logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger
     warnings_log = logging.getLogger("py.warnings")
     warnings_log.propagate = False  # not to the screen: only to the log file, if any

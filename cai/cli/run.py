@@ -43,7 +43,8 @@ def summary_table(results: list[Any]) -> str:
 
 
 def run(
-    recipe: Path = typer.Argument(..., help="Recipe YAML (see examples/recipes/)."),
+    recipe: Path = typer.Argument(..., help="Recipe YAML, or a shipped recipe's name (quickstart, "
+                                  "regions...: examples/recipes/)."),
     start: str | None = typer.Option(None, "--from",
                                      help="Start at this stage (earlier stages must have finished)."),
     stop: str | None = typer.Option(None, "--until", help="Stop after this stage."),
@@ -60,6 +61,13 @@ def run(
     fail_on_regression: bool = typer.Option(False, "--fail-on-regression",
                                             help="Exit with code 1 when a trained model is detectably worse "
                                                  "than the baseline on the constitution's aim."),
+    train_argv: str | None = typer.Option(None, "--train-argv", metavar="STAGE",
+                                          help="Print the `cai train ...` arguments of this training stage "
+                                               "(sft, rm, policy), from the finished stages before it, for "
+                                               "your own launcher (examples/slurm/); trains nothing."),
+    mark_trained: str | None = typer.Option(None, "--mark-trained", metavar="STAGE",
+                                            help="Record this training stage as done from the model the "
+                                                 "--train-argv command wrote; `cai run` goes on after it."),
 ) -> None:
     """Run a recipe: critique -> SFT -> answers -> AI labels -> preference model -> DPO/PPO -> eval, in one
     run dir."""
@@ -75,9 +83,10 @@ def run(
     from cai.run.load import load_recipe
     from cai.run.registry import build_stages
     from cai.run.train_stages import check_trainer_configs
+    from cai.shipped import find_recipe
 
     setup_logging()
-    loaded = load_recipe(recipe, run_dir=run_dir, variant=variant)
+    loaded = load_recipe(find_recipe(recipe), run_dir=run_dir, variant=variant)
     built = [(item, build_stages(item.recipe)) for item in loaded]
     for _item, stages in built:  # every name is checked before any work
         select(stages, start, stop)
@@ -85,9 +94,12 @@ def run(
         if unknown:
             raise CaiError(f"--force {unknown[0]}: no such stage",
                            hint=f"use one of: {', '.join(s.name for s in stages)}")
+    if train_argv or mark_trained:  # one training stage run outside: cai.run.external
+        _external(built, train_argv, mark_trained)
+        return
     modes = {item.run_dir: check_push(item.recipe) for item, _ in built} if push_to_hub else {}
-    for item, _ in built:
-        check_trainer_configs(item.recipe)
+    for item, _ in built:  # a dry run checks the keys, not this machine's GPUs; a real run checks both
+        check_trainer_configs(item.recipe, hardware=not dry_run)
     summaries: list[Any] = []
     prefixes: list[str] = []
     t0 = time.perf_counter()
@@ -139,3 +151,27 @@ def run(
     if not dry_run:
         typer.echo(f"\ndone in {time.perf_counter() - t0:.1f} s")
     exit_on_regressions(regressions(summaries) if fail_on_regression and summaries else [])
+
+
+def _external(built: list[Any], train_argv: str | None, mark_trained: str | None) -> None:
+    """``--train-argv STAGE`` (print the stage's arguments, shell-quoted) or ``--mark-trained STAGE``."""
+    import shlex
+
+    from cai.core.errors import CaiError
+    from cai.run import external
+    from cai.run.train_stages import check_trainer_configs
+
+    if train_argv and mark_trained:
+        raise CaiError("--train-argv and --mark-trained go in two steps", hint="give one of them")
+    if len(built) != 1:
+        raise CaiError("--train-argv/--mark-trained: this recipe has variants",
+                       hint="pick one with --variant")
+    item, stages = built[0]
+    check_trainer_configs(item.recipe, hardware=False)  # the training runs on other machines
+    if train_argv:
+        typer.echo(shlex.join(external.train_argv(item.recipe, stages, item.run_dir, train_argv)))
+        return
+    assert mark_trained is not None
+    outputs = external.mark_trained(item.recipe, stages, item.run_dir, mark_trained)
+    typer.echo(f"{mark_trained}: marked done ({_short(outputs) or outputs['model']}); "
+               "`cai run` goes on after it")

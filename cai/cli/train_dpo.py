@@ -6,12 +6,14 @@ from pathlib import Path
 
 import typer
 
+from cai.cli import source_options as so
 from cai.cli import train_options as co
 
 
 def dpo(
-    data: list[Path] = typer.Option(..., "--data", "-d", help="Preference JSONL (prompt/chosen/rejected, "
-                                    "p_chosen, weight), e.g. from `cai label`; repeatable."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Preference pairs (prompt/chosen/rejected, "
+                                    "p_chosen, weight), e.g. from `cai label`, or hh-rlhf, UltraFeedback, "
+                                    "implicit-prompt, PKU-SafeRLHF rows; repeatable. " + so.FORMS),
     output: Path = co.OutputOpt,
     model: str = co.ModelOpt,
     ref_model: str | None = typer.Option(None, "--ref-model",

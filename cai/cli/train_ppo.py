@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from cai.cli import source_options as so
 from cai.cli import train_options as co
 
 RewardOpt = typer.Option(
@@ -17,8 +18,9 @@ RewardOpt = typer.Option(
 
 
 def ppo(
-    prompts: list[Path] = typer.Option(..., "--prompts", "-p", help="JSONL of {\"prompt\": text or a list of "
-                                       "messages} (or SFT/preference records: their prompts); repeatable."),
+    prompts: list[Path] = typer.Option(..., "--prompts", "-p", help="Prompts: {\"prompt\": text or a list of "
+                                       "messages} (or SFT/preference records: their prompts); repeatable. "
+                                       + so.FORMS),
     reward: str = RewardOpt,
     output: Path = co.OutputOpt,
     model: str = co.ModelOpt,

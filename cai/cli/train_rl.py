@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from cai.cli import source_options as so
 from cai.cli import train_options as co
 
 _DOCS = {
@@ -18,8 +19,9 @@ _DOCS = {
 def _command(algorithm: str) -> Callable[..., None]:
     def command(
         prompts: list[Path] = typer.Option(..., "--prompts", "-p",
-                                           help="JSONL of prompts (a prompt string or a list of messages "
-                                                "each; SFT/preference records work too); repeatable."),
+                                           help="Prompts (a prompt string or a list of messages "
+                                                "each; SFT/preference records work too); repeatable. "
+                                                + so.FORMS),
         reward: list[str] = typer.Option(..., "--reward", "-r",
                                          help="rm:PATH (a `cai train rm` output), judge:MODEL (p(Yes) on "
                                               "a rubric question), toy:token=T or toy:contains=TEXT; "

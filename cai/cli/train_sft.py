@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
+from cai.cli import source_options as so
 from cai.cli import train_options as co
 
 
 def sft(
-    data: list[Path] = typer.Option(..., "--data", "-d", help="SFT JSONL: prompt/completion records (e.g. "
-                                    "revisions from `cai critique`); repeatable."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="SFT records: prompt/completion (e.g. "
+                                    "sft.jsonl of `cai critique`); repeatable. " + so.FORMS),
     output: Path = co.OutputOpt,
     model: str = co.ModelOpt,
     config: Path | None = co.ConfigOpt,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cai
 from cai.core.errors import CaiError
+from cai.shipped import constitutions_dir
 
-SHIPPED_DIR = Path(cai.__file__).resolve().parents[1] / "constitutions"
+SHIPPED_DIR = constitutions_dir()  # the project's constitutions/, packaged with cai (see cai.shipped)
 
 
 def display_path(path: Path) -> str:
@@ -30,12 +30,18 @@ def shipped_names() -> list[str]:
 
 
 def find_constitution(path_or_name: str | Path) -> Path:
-    """A file path as given, else a shipped constitution by name (``harmless``, ``regions/eu``)."""
+    """A file path as given, else a shipped constitution by name (``harmless``, ``regions/eu``).
+
+    >>> find_constitution("regions/eu") == SHIPPED_DIR / "regions" / "eu.yaml"
+    True
+    >>> find_constitution(Path("harmless")) == SHIPPED_DIR / "harmless.yaml"  # as typer passes ``-c``
+    True
+    """
     path = Path(path_or_name)
     if path.exists():
         return path
-    if isinstance(path_or_name, str) and not path.is_absolute():
-        for candidate in candidate_paths(path_or_name, [Path.cwd(), SHIPPED_DIR]):
+    if not path.is_absolute():  # a str or a Path (typer gives ``-c harmless`` as Path("harmless"))
+        for candidate in candidate_paths(str(path_or_name), [Path.cwd(), SHIPPED_DIR]):
             if candidate.is_file():
                 return candidate
     names = ", ".join(shipped_names()) or "none"

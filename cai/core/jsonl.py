@@ -4,7 +4,9 @@ Stages append each result as soon as it exists, keyed by a deterministic id, so 
 rerun resumes and skips finished ids, and nothing a model said is ever lost:
 
 * :func:`read_jsonl` reads strictly; every problem is a one-line
-  :class:`~cai.core.errors.CaiError` naming ``file:line``.
+  :class:`~cai.core.errors.CaiError` naming ``file:line``. Sources that are not a
+  plain ``.jsonl`` file (CSV/JSON/parquet, ``datasets`` folders, hub ids, column
+  mappings) go through :mod:`cai.sources` and name ``source:row N``.
 * :class:`JsonlWriter` appends one fsync'd line per record under a lock file; a
   run killed mid-write leaves at most a torn last line, which the next run moves
   to ``<file>.torn`` before resuming, and a lock whose process is gone is taken over.
@@ -26,7 +28,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from cai.core.errors import CaiError, pydantic_error
-from cai.core.records import PromptRecord
+from cai.core.records import PreferenceRecord, PromptRecord
+from cai.sources.columns import check_columns, rename
+from cai.sources.formats import pair_format, prompt_format
+from cai.sources.load import adapt_row, source_rows
+from cai.sources.spec import Source, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -131,56 +137,109 @@ def _check_file(path: PathLike) -> Path:
 
 
 def read_jsonl(path: PathLike, model: type[T]) -> Iterator[T]:
-    """Validate each non-blank line of a JSONL file as ``model``, lazily.
+    """Validate each record of a source as ``model``, lazily.
 
-    A missing file or a directory fails at once; bad lines fail when reached,
-    each as a :class:`CaiError` ``file:line: field: message``.
+    A plain ``.jsonl`` file is read line by line: a missing file or a directory
+    fails at once; bad lines fail when reached, each as a :class:`CaiError`
+    ``file:line: field: message``. Any other source (a CSV/JSON/parquet file, a
+    ``datasets`` folder, a hub id, or a column mapping; see :mod:`cai.sources`) is
+    loaded through ``datasets``, its errors naming ``source:row N: field``.
     """
-    p = _check_file(path)
-    return _validate_lines(p, model)
+    src = parse_source(path)
+    if src.kind != "jsonl":
+        return (rec for _, _, rec in _source_records(src, model))
+    p = _check_file(src.location)
+    return _validate_lines(p, model, src)
 
 
-def _validate_lines(path: Path, model: type[T]) -> Iterator[T]:
-    for _, rec in _numbered(path, model):
+def _validate_lines(path: Path, model: type[T], src: Source | None = None) -> Iterator[T]:
+    for _, rec in _numbered(path, model, src):
         yield rec
 
 
-def _numbered(path: Path, model: type[T]) -> Iterator[tuple[int, T]]:
+def adapter_kind(model: type[BaseModel]) -> str:
+    """Which format adapters a record type takes: ``prompt``, ``pair`` or ``other`` (none)."""
+    if issubclass(model, PromptRecord):
+        return "prompt"
+    return "pair" if issubclass(model, PreferenceRecord) else "other"
+
+
+def _adapt_line(obj: dict[str, Any], model: type[BaseModel], src: Source | None,
+                where: str) -> dict[str, Any]:
+    """A JSONL line through the column mapping and, for rows in a published format, its adapter; a native
+    row (or one no adapter fits) is left for the record's own validation, as before."""
+    kind = adapter_kind(model)
+    if src is not None and src.columns:
+        check_columns(src.columns, list(obj), where)
+        return adapt_row(rename(obj, src.columns), kind, where, src.text, frozenset(model.model_fields))
+    if (kind == "pair" and pair_format(obj) not in (None, "native")) or (
+            kind == "prompt" and prompt_format(obj) not in (None, "prompt")):
+        return adapt_row(obj, kind, where, _source_text(src, where), frozenset(model.model_fields))
+    return obj
+
+
+def _source_text(src: Source | None, where: str) -> str:
+    """The source text of a line's location (``file:line`` -> ``file``)."""
+    return src.text if src is not None else where.rpartition(":")[0]
+
+
+def validate_record(obj: dict[str, Any], model: type[T], where: str) -> T:
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        raise pydantic_error(e, where) from None
+    except (TypeError, ValueError, RecursionError) as e:  # a validator tripped over odd input
+        raise CaiError(f"{where}: (record): {type(e).__name__}: {e}", hint="correct this record") from None
+
+
+def _numbered(path: Path, model: type[T], src: Source | None = None) -> Iterator[tuple[int, T]]:
     """``(line_number, record)`` for each non-blank line, validated as ``model``."""
     for n, raw, last in _iter_lines(path):
         where = f"{path}:{n}"
         obj = _parse_line(raw, where, last)
         if obj is None:
             continue
-        try:
-            rec = model.model_validate(obj)
-        except ValidationError as e:
-            raise pydantic_error(e, where) from None
-        except (TypeError, ValueError, RecursionError) as e:  # a validator tripped over odd input
-            raise CaiError(f"{where}: (record): {type(e).__name__}: {e}",
-                           hint="correct this record") from None
-        yield n, rec
+        yield n, validate_record(_adapt_line(obj, model, src, where), model, where)
+
+
+def _source_records(src: Source, model: type[T]) -> Iterator[tuple[str, str, T]]:
+    """``(where, "row N", record)`` for each row of a non-JSONL source, validated as ``model``."""
+    rows = source_rows(src, adapter_kind(model), frozenset(model.model_fields))
+    for n, (where, row) in enumerate(rows, start=1):
+        yield where, f"row {n}", validate_record(row, model, where)
+
+
+def _located(path: PathLike, model: type[T]) -> Iterator[tuple[str, str, T]]:
+    """``(where, "line N" or "row N", record)`` for any source."""
+    src = parse_source(path)
+    if src.kind != "jsonl":
+        yield from _source_records(src, model)
+        return
+    p = _check_file(src.location)
+    for n, rec in _numbered(p, model, src):
+        yield f"{p}:{n}", f"line {n}", rec
 
 
 def read_records(path: PathLike, model: type[T]) -> list[T]:
-    """All records of a JSONL file, validated as ``model``."""
+    """All records of a source (a JSONL file or any :mod:`cai.sources` source), validated as ``model``."""
     return list(read_jsonl(path, model))
 
 
 def read_prompts(path: PathLike) -> list[PromptRecord]:
-    """All prompts of a JSONL file; an empty file, or two prompts with the same ``id``, is an error."""
-    p = _check_file(path)
+    """All prompts of a source; an empty one, or two prompts with the same ``id``, is an error."""
     prompts: list[PromptRecord] = []
-    seen: dict[str, int] = {}
-    for n, rec in _numbered(p, PromptRecord):
+    seen: dict[str, str] = {}
+    for where, label, rec in _located(path, PromptRecord):
         if rec.id is not None and rec.id in seen:
-            raise CaiError(f"{p}:{n}: id: duplicate prompt id {rec.id!r} (first at line {seen[rec.id]})",
+            raise CaiError(f"{where}: id: duplicate prompt id {rec.id!r} (first at {seen[rec.id]})",
                            hint="give each prompt its own id, or drop the ids")
         if rec.id is not None:
-            seen[rec.id] = n
+            seen[rec.id] = label
         prompts.append(rec)
     if not prompts:
-        raise CaiError(f"{path}: no prompts", hint='write one {"prompt": "..."} object a line')
+        plain = parse_source(path).kind == "jsonl"
+        raise CaiError(f"{path}: no prompts", hint='write one {"prompt": "..."} object a line' if plain
+                       else "is this the right source? it has no rows")
     return prompts
 
 

@@ -215,8 +215,10 @@ class PreferenceRecord(BaseModel):
     ``p_chosen`` is the probability that ``chosen`` is the better answer (1.0 for
     a hard human label). ``source`` says who labelled it: ``ai`` (the feedback
     model), ``human``, or ``revision`` (a revision preferred over the answer it
-    revised, an explicit shortcut). Human files without ``id`` get one from their
-    content.
+    revised, an explicit shortcut). ``pool`` names the annotator group of a human
+    label (a region, a vendor...; see :mod:`cai.stages.label.pools`). Human files
+    without ``id`` get one from their content (the pool included, when there is one,
+    so two pools' labels of one pair stay two rows).
 
     >>> r = PreferenceRecord.model_validate({"prompt": [{"role": "user", "content": "q"}],
     ...     "chosen": [{"role": "assistant", "content": "a"}],
@@ -234,9 +236,30 @@ class PreferenceRecord(BaseModel):
     p_chosen: float = Field(1.0, ge=0.0, le=1.0)
     source: PreferenceSource = "human"
     weight: float = Field(1.0, ge=0.0)
+    pool: str | None = Field(None, min_length=1)
     provenance: Provenance | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    label: LabelDetail | None = None  # how the AI labeler got p_chosen (source "ai"); see LabelDetail
+    # How the AI labeler got p_chosen (source "ai"); see LabelDetail. Not ``label``: that is TRL's key for
+    # unpaired preference data, and TRL's chat-template helpers refuse rows that carry it.
+    ai_label: LabelDetail | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_label_key(cls, data: Any) -> Any:
+        """Files written before the rename carry ``label`` (an object or null): read it as ``ai_label``.
+
+        Another ``label`` (TRL's unpaired ``true``/``false``) stays an unknown key, refused as such.
+
+        >>> old = {"prompt": "q", "chosen": "a", "rejected": "b", "label": None}
+        >>> PreferenceRecord.model_validate(old).ai_label is None
+        True
+        """
+        if isinstance(data, dict) and "label" in data and (data["label"] is None
+                                                           or isinstance(data["label"], dict)):
+            if "ai_label" in data:
+                raise ValueError("has both label and ai_label: keep ai_label only (label is its old name)")
+            data = {("ai_label" if k == "label" else k): v for k, v in data.items()}
+        return data
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -258,7 +281,8 @@ class PreferenceRecord(BaseModel):
         if self.chosen == self.rejected or self.chosen[-1].content == self.rejected[-1].content:
             raise ValueError("chosen equals rejected: a pair needs two different answers")
         if not self.id:
-            self.id = make_id(to_chat(self.prompt), to_chat(self.chosen), to_chat(self.rejected))
+            pool = () if self.pool is None else (self.pool,)  # files without pools keep their old ids
+            self.id = make_id(to_chat(self.prompt), to_chat(self.chosen), to_chat(self.rejected), *pool)
         return self
 
 

@@ -163,12 +163,13 @@ def training_example(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     >>> training_example({"prompt": "q", "completion": [{"role": "assistant", "content": "a"}]})
     ('sft', {'prompt': [{'role': 'user', 'content': 'q'}], 'completion': 'a'})
     >>> kind, ex = training_example({"prompt": "q", "chosen": "good", "rejected": "bad", "p_chosen": 0.8,
-    ...                              "label": {"position_consistent": False}})
+    ...                              "ai_label": {"position_consistent": False}})
     >>> kind, ex["p_chosen"], ex["position_consistent"]
     ('preferences', 0.8, False)
     """
     if "chosen" in row and "rejected" in row:
-        label = row.get("label") if isinstance(row.get("label"), dict) else {}
+        detail = row.get("ai_label", row.get("label"))  # "label": files written before the rename
+        label = detail if isinstance(detail, dict) else {}
         return "preferences", {
             "prompt": _messages(row.get("prompt")), "chosen": _clip(row.get("chosen")),
             "rejected": _clip(row.get("rejected")), "p_chosen": row.get("p_chosen"),

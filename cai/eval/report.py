@@ -4,6 +4,7 @@ Both carry: the figures (one column per model; a judge without signal on this ru
 prints ``no signal (why)``, never a rate), "Judges on this run" (each judge's spread,
 consistency and audit), the before/after comparison with intervals and verdicts
 (:mod:`cai.eval.compare`; a regression on the constitution's aim in bold / red),
+the multiple-choice benchmarks (TruthfulQA, BBQ: :mod:`cai.eval.report_mc`),
 answers side by side for a seeded sample of each set, and a sample of the training
 data. Every model-written text is escaped (HTML) or fenced (markdown).
 
@@ -22,6 +23,11 @@ import re
 from typing import Any
 
 from cai.eval.compare import COMPARISON_LEGEND, comparison_rows
+from cai.eval.report_matrix import matrix_html, matrix_markdown
+from cai.eval.report_mc import mc_html, mc_markdown, mc_rows
+from cai.eval.report_rounds import rounds_html, rounds_markdown
+from cai.eval.report_segments import segments_html, segments_markdown
+from cai.eval.report_studies import studies_html, studies_markdown
 from cai.eval.schema import EvalSummary, Interval, ModelEval, SampleAnswer
 
 # On load, the page records how many of its images decoded (naturalWidth > 0) in <body data-images-ok>,
@@ -89,6 +95,7 @@ def table_rows(m: ModelEval) -> list[tuple[str, str]]:
                 hs if k and k.pm_judge_disagreement is not None else None)),
         ("KL from reference (nats per answer)", _num(k.kl_from_reference if k else None)),
         ("mean answer length (chars)", _num(m.mean_answer_chars, ".0f")),
+        *mc_rows(m),  # TruthfulQA and BBQ, when run (cai/eval/report_mc.py)
     ]
 
 
@@ -112,6 +119,11 @@ def to_markdown(summary: EvalSummary) -> str:
                  "(`cai/scoring/refusal.py`: named phrase rules, then a small shipped classifier); harm is "
                  "judged by the feedback model against the constitution.")
     lines += ["", "## Judges on this run", ""] + [f"- {line}" for line in judge_lines(summary)]
+    lines += segments_markdown(summary)  # every rate by a prompt-set column (cai/eval/report_segments.py)
+    lines += matrix_markdown(summary)  # models x prompt sets (cai/eval/report_matrix.py)
+    lines += mc_markdown(summary)
+    lines += studies_markdown(summary)  # guard, counterfactual, best-of-n, PM probes (report_studies.py)
+    lines += ["", *rounds_markdown(summary)] if rounds_markdown(summary) else []  # rounds: N recipes
     if summary.comparisons:
         lines += ["", f"## Before/after against {_md_cell(_baseline(summary))}", "",
                   COMPARISON_LEGEND + ".", "",
@@ -262,6 +274,9 @@ def judge_lines(summary: EvalSummary) -> list[str]:
     constant: sd 0.000; its figures print as "no signal".
     """
     out = []
+    if not summary.judges and summary.models and all(m.harm is None and m.helpfulness is None
+                                                     and m.over_refusal is None for m in summary.models):
+        return ["No judge ran: no prompt set (the multiple-choice benchmarks are read from log-probs)."]
     if not summary.judges:
         return ["Judge spread and audits were not recorded (an eval.json from an older cai): "
                 "treat every judged figure as unaudited."]
@@ -578,6 +593,8 @@ def to_html(summary: EvalSummary) -> str:
     judges = ('<h2>Judges on this run</h2><ul id="judges">'
               + "".join(f"<li>{html.escape(line)}</li>" for line in judge_lines(summary)) + "</ul>")
     compared = _comparison_html(summary) if summary.comparisons else ""
+    segments = segments_html(summary) + matrix_html(summary)  # report_segments.py, report_matrix.py
+    benchmarks = mc_html(summary) + rounds_html(summary) + studies_html(summary)
     samples = _samples_html(summary) if summary.samples else ""
     training = _training_html(summary) if summary.training_data else ""
     return f"""<!doctype html>
@@ -605,6 +622,8 @@ img {{ max-width: 100%; }}
 (<code>cai/scoring/refusal.py</code>).
 Harm: judged by the feedback model against the constitution.</p>
 {judges}
+{segments}
+{benchmarks}
 {compared}
 {audit}
 {figures}

@@ -2,7 +2,8 @@
 
 Order of work, so each model is loaded once: the baseline answers first and
 stays loaded (it is the KL reference); every other model answers all its
-prompts in one batched call and scores its own answers (log p_policy), then is
+prompts in one batched call, scores the TruthfulQA / BBQ answers when asked
+(:mod:`cai.eval.multiple_choice`) and its own answers (log p_policy), then is
 released; the baseline scores the others' answers (log p_ref); then the
 feedback model judges harm (every model) and helpfulness (every model against
 the baseline), and the preference model scores every answer. Each result is a
@@ -12,6 +13,11 @@ Output folder::
 
     answers/<model>.jsonl      CompletionRecord per prompt (all sets), appended as they are made
     judgements/<model>.jsonl   EvalJudgement lines: harm-*, helpfulness, logprob, pm-score
+    truthfulqa/<model>.jsonl   ChoiceScores lines: each TruthfulQA answer's log-prob (cai/eval/choices.py)
+    bbq/<model>.jsonl          ChoiceScores lines: each BBQ answer's log-prob
+    counterfactual/<model>.jsonl  answers to the filled counterfactual templates (cai/eval/studies.py)
+    overoptimization/<model>/  best-of-n samples and their proxy / gold scores (--best-of-n)
+    judgements/pm-probes.jsonl the preference model's scores of the answers and their edits (--pm-probes)
     eval.json                  EvalSummary: figures, judges' signal, comparisons vs the baseline, samples
     report.md, report.html     the tables, the judges on this run, answers side by side; the HTML has
                                the plots
@@ -25,22 +31,21 @@ compared with the baseline's, paired over the prompts (:mod:`cai.eval.compare`).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cai.backends.spec import BackendSpec
+from cai.eval import matrix, studies
 from cai.eval.schema import EvalJudgement, EvalSummary
 from cai.eval.spec import EvalModel, EvalSpec
+from cai.eval.stage_tools import by_answer, fill, stage
+from cai.eval.studies import chat_template
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64  # items per judge call (results are saved after each)
 # answers per log-prob call: the forward pass still holds [answers, answer tokens, vocab] logits
 LOGPROB_CHUNK = 8
 
@@ -67,47 +72,6 @@ class BackendPool:
             gc.collect()
 
 
-def fill(path: Path, items: Sequence[Any], id_of: Callable[[Any], str],
-         compute: Callable[[Sequence[Any]], list[EvalJudgement]], chunk: int = CHUNK, *,
-         desc: str | None = None, make: Callable[[], Any] | None = None) -> dict[str, EvalJudgement]:
-    """Judgements of ``items`` (by id), computing only those not yet in ``path``, ``chunk`` at a time.
-
-    Through the project's resume loop (:func:`cai.core.resume.fill_jsonl`): each line is
-    appended as soon as its chunk is judged, under a progress bar; ``make`` (the judge's
-    backend, built before the bar shows) and ``compute`` run only when something is missing.
-    """
-    from cai.core.jsonl import read_records
-    from cai.core.resume import fill_jsonl
-
-    unique: dict[str, Any] = {}
-    for it in items:
-        unique.setdefault(id_of(it), it)
-
-    def produce(_backend: Any, done: Callable[[str], bool], bar: Any) -> Iterator[EvalJudgement]:
-        todo = [it for i, it in unique.items() if not done(i)]
-        for start in range(0, len(todo), chunk):
-            yield from compute(todo[start : start + chunk])
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fill_jsonl(path, list(unique), make or (lambda: None), produce, what="judgement", desc=desc)
-    return {r.id: r for r in read_records(path, EvalJudgement) if r.id in unique}
-
-
-@contextlib.contextmanager
-def stage(what: str, timings: dict[str, float]) -> Iterator[None]:
-    """Log and record how long a stage took (seconds, summed over calls with the same name)."""
-    t0 = time.perf_counter()
-    yield
-    dt = time.perf_counter() - t0
-    timings[what] = round(timings.get(what, 0.0) + dt, 3)
-    log.info("%s: %.1f s", what, dt)
-
-
-def by_answer(judged: dict[str, EvalJudgement]) -> dict[str, EvalJudgement]:
-    """Judgements keyed by the answer they judge."""
-    return {j.answer_id: j for j in judged.values()}
-
-
 @dataclass
 class Context:
     """What the stages share: the spec, the output folder, the loaded inputs, the results so far."""
@@ -126,6 +90,16 @@ class Context:
     harm: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
     helpful: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
     pm: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)
+    mc_rows: dict[str, list[Any]] = field(default_factory=dict)  # task -> TruthfulQA / BBQ rows
+    mc_scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> task -> row -> ChoiceScores
+    cf: Any = None  # the counterfactual templates and groups (cai/eval/counterfactual.py), when asked
+    guard: Any = None  # the guard judge's GuardConfig (judge: guard)
+    cf_answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> prompt key -> answer
+    cf_harm: dict[str, dict[str, EvalJudgement]] = field(default_factory=dict)  # model -> answer id -> harm
+    scorers: dict[str, Any] = field(default_factory=dict)  # the studies' scorers, loaded once (studies.py)
+    # the segmented evaluation (cai/eval/matrix.py): set -> kind -> prompts; model -> prompt key -> answer
+    matrix_sets: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    matrix_answers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def base(self) -> str:
@@ -147,7 +121,7 @@ class Context:
         return BackendSpec(name=s.feedback_model, backend=s.feedback_backend,
                            base_url=list(s.feedback_base_urls),
                            api_key_env=s.api_key_env, batch_size=s.feedback_batch_size, device=s.device,
-                           dtype=s.dtype)
+                           dtype=s.dtype, chat_template=chat_template(s.feedback_chat_template))
 
     def jpath(self, name: str) -> Path:
         return self.out / "judgements" / f"{name}.jsonl"
@@ -168,8 +142,10 @@ def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
         load_refusal_audit,
         load_training_sample,
     )
+    from cai.eval.multiple_choice import load_benchmarks
     from cai.eval.report import to_html, to_markdown
     from cai.eval.schema import TrainingSample
+    from cai.eval.segments import resolve_columns as segment_columns
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,12 +159,19 @@ def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
                 for name, p in spec.training_data.items()]
     sets = (load_sets({"redteam": spec.redteam, "lookalike": spec.lookalike, "benign": spec.benign},
                       spec.limit))
-    ctx = Context(spec, out, const, sets, unique_prompts(sets), BackendPool())
+    segment_columns(spec.segment_by, sets)  # a --segment-by column no prompt has fails before any model work
+    ctx = Context(spec, out, const, sets, unique_prompts(sets), BackendPool(),
+                  mc_rows=load_benchmarks(spec), cf=studies.load_counterfactual_set(spec),
+                  guard=studies.guard_config(spec), matrix_sets=matrix.load_matrix(spec.matrix, spec.limit))
     answer_stage(ctx)
     judge_stage(ctx)
     if spec.preference_model is not None:
         with stage("preference-model scores", ctx.timings):
             pm_stage(ctx)
+    bon = None
+    if spec.best_of_n:
+        with stage("best-of-n", ctx.timings):
+            bon = studies.bon_stage(ctx)
     summary = EvalSummary(constitution=const.ref(), feedback_model=spec.feedback_model,
                           settings={**spec.model_dump(mode="json"), "last_run_timings_s": ctx.timings},
                           models=[model_eval(ctx, m) for m in spec.models], curves=curves,
@@ -196,6 +179,11 @@ def evaluate(spec: EvalSpec, out_dir: str | Path) -> EvalSummary:
                           judges=judge_signals(ctx, judge_audit, refusal_audit),
                           training_data=training, samples=samples(ctx))
     mark_no_signal(summary)
+    matrix.matrix_stage(ctx, summary)  # models x sets, after the judges' signal
+    summary.overoptimization = bon
+    if spec.pm_probes:  # after the judges' signal: an untrusted harm judge flags nothing
+        with stage("preference-model probes", ctx.timings):
+            summary.pm_probes = studies.pm_probes_stage(ctx, summary.judges.get("harm"))
     summary.comparisons = comparisons(ctx, summary)
     write_atomic(out / "eval.json", summary.model_dump_json(indent=2) + "\n")
     write_atomic(out / "report.md", to_markdown(summary))
@@ -211,8 +199,11 @@ def judge_signals(ctx: Context, judge_audit: dict[str, Any] | None,
     out: dict[str, Any] = {}
     model = ctx.spec.feedback_model
     if ctx.harm:
+        # a guard's scores are 0/1: all "safe" is sd 0, which the constant rule calls no signal, unless an
+        # audit of this very guard shows it tells harmful from harmless (then all "safe" is a finding)
+        trusted = studies.guard_audit_trusted(judge_audit, ctx.spec, ctx.guard)
         out["harm"] = judge_signal("harm", [j for js in ctx.harm.values() for j in js.values()], model=model,
-                                   audit=judge_audit)
+                                   audit=judge_audit, **({"threshold": 0.0} if trusted else {}))
     elif judge_audit:
         log.warning("a judge audit was given but no answer was judged for harm (no red-team prompts)")
     if ctx.helpful:
@@ -229,12 +220,16 @@ def judge_signals(ctx: Context, judge_audit: dict[str, Any] | None,
 
 def mark_no_signal(summary: EvalSummary) -> None:
     """Put each judge's no-signal reason on the figures it judged, so they print as "no signal"."""
+    from cai.eval.segments import judge_reasons
+    from cai.eval.segments import mark_no_signal as segments_no_signal
+
     harm, helpful = summary.judges.get("harm"), summary.judges.get("helpfulness")
     for m in summary.models:
         if m.harm is not None and harm is not None and harm.signal is False:
             m.harm.no_signal = harm.reason
         if m.helpfulness is not None and helpful is not None and helpful.signal is False:
             m.helpfulness.no_signal = helpful.reason
+        segments_no_signal(m.segments, judge_reasons(summary.judges))  # judged figures of each segment too
 
 
 def observations(ctx: Context, name: str) -> dict[str, dict[str, Any]]:
@@ -272,6 +267,7 @@ def answer_stage(ctx: Context) -> None:
     """Every model answers (baseline first, kept loaded as the KL reference); log-probs for the KL probe."""
     from cai.core.records import SamplingParams
     from cai.eval.answers import answer_prompts
+    from cai.eval.multiple_choice import score_benchmarks
 
     spec, pool = ctx.spec, ctx.pool
     params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=0.0, seed=spec.seed)
@@ -287,6 +283,13 @@ def answer_stage(ctx: Context) -> None:
                                                  system_prompt=spec.system_prompt,
                                                  constitution=ctx.const.ref(), chunk=spec.batch_size,
                                                  desc=f"answers {m.name}")
+        if ctx.cf is not None:  # the counterfactual templates, while the model is loaded
+            studies.counterfactual_answers(ctx, m, lambda key=key: pool.get(key), params)
+        if ctx.matrix_sets:  # the segmented evaluation's sets, while the model is loaded
+            matrix.answer_sets(ctx, m, lambda key=key: pool.get(key), params)
+        if ctx.mc_rows:  # TruthfulQA / BBQ, while the model is loaded
+            ctx.mc_scores[m.name] = score_benchmarks(ctx.out, ctx.mc_rows, m.name, m.model, m.backend,
+                                                     lambda key=key: pool.get(key), spec.seed, ctx.timings)
         if need_kl and m.name != ctx.base:
             with stage(f"log-probs {m.name} (policy)", ctx.timings):
                 ctx.logp_own[m.name] = _logprobs(m.name, m, key, ctx.answers[m.name],
@@ -320,22 +323,37 @@ def judge_stage(ctx: Context) -> None:
         return readers[few_shot]
 
     def harm_compute(chunk):
+        if spec.judge == "guard":
+            from cai.eval.guard import guard_judgements
+
+            return guard_judgements(chunk, feedback(), ctx.guard, spec.seed)
         if spec.judge == "rubric":
             return judging.rubric_judgements(chunk, feedback(), const, spec.seed)
         return judging.pairwise_judgements([(n, r, None) for n, r in chunk], reader(spec.few_shot), const,
                                            spec.seed, "harm-pairwise", spec.few_shot)
 
-    kind = "harm-rubric" if spec.judge == "rubric" else "harm-pairwise"
+    kind = f"harm-{spec.judge}"
+
+    def harm_id(it):
+        if spec.judge == "guard":
+            from cai.eval.guard import guard_judgement_id
+
+            return guard_judgement_id(it[1], fmodel, fkind, ctx.guard)
+        return judging.judgement_id(kind, it[1], None, fmodel, fkind, const, spec.seed, spec.few_shot)
+
     for m in ctx.models():
         mine = ctx.answers[m.name]
         items = [(m.name, mine[p.key()]) for p in ctx.sets.get("redteam", [])]
+        items += matrix.redteam_items(ctx, m.name)  # the matrix's red-team sets, judged alike
         if items:
             with stage(f"harm judge {m.name}", ctx.timings):
-                ctx.harm[m.name] = by_answer(fill(
-                    ctx.jpath(m.name), items,
-                    lambda it: judging.judgement_id(kind, it[1], None, fmodel, fkind, const, spec.seed,
-                                                    spec.few_shot),
-                    harm_compute, desc=f"harm judge {m.name}", make=feedback))
+                ctx.harm[m.name] = by_answer(fill(ctx.jpath(m.name), items, harm_id, harm_compute,
+                                                  desc=f"harm judge {m.name}", make=feedback))
+        if spec.counterfactual_judge and m.name in ctx.cf_answers:  # judged, but kept out of ctx.harm
+            cf_items = [(m.name, r) for r in ctx.cf_answers[m.name].values()]
+            with stage(f"counterfactual judge {m.name}", ctx.timings):
+                ctx.cf_harm[m.name] = by_answer(fill(ctx.jpath(m.name), cf_items, harm_id, harm_compute,
+                                                     desc=f"counterfactual judge {m.name}", make=feedback))
         if m.name != ctx.base and ctx.sets.get("benign"):
             base = ctx.answers[ctx.base]
             pairs = [(m.name, mine[p.key()], base[p.key()]) for p in ctx.sets["benign"]]
@@ -355,15 +373,7 @@ def pm_stage(ctx: Context) -> None:
     from cai.eval import hacking
 
     spec = ctx.spec
-    cache: dict[str, Any] = {}
-
-    def pm():
-        if "pm" not in cache:
-            from cai.scoring.reward_scorers import PreferenceModelReward
-
-            cache["pm"] = PreferenceModelReward(spec.preference_model, device=spec.device, dtype=spec.dtype,
-                                                batch_size=spec.feedback_batch_size)
-        return cache["pm"]
+    pm = studies.proxy_scorer(ctx).make  # loaded once, shared with best-of-n and the probes
 
     for m in ctx.models():
         items = [(m.name, r) for r in ctx.answers[m.name].values()]
@@ -376,6 +386,9 @@ def pm_stage(ctx: Context) -> None:
 def model_eval(ctx: Context, m: Any) -> Any:
     """The figures of one model from what the stages gathered."""
     from cai.eval import aggregate as agg
+    from cai.eval import segments as seg
+    from cai.eval.guard import guard_summary
+    from cai.eval.multiple_choice import benchmark_figures
     from cai.eval.schema import ModelEval
 
     mine, base = ctx.answers[m.name], ctx.answers[ctx.base]
@@ -395,8 +408,19 @@ def model_eval(ctx: Context, m: Any) -> Any:
         hacking=agg.hacking_eval(everything, pm=ctx.pm.get(m.name), harm_answers=red,
                                  harm=ctx.harm.get(m.name), logp_policy=ctx.logp_own.get(m.name),
                                  logp_ref=ctx.logp_ref.get(m.name)),
-        mean_answer_chars=sum(len(a.completion[0].content) for a in everything) / len(everything),
-        answers={"answers": str(ctx.apath(m.name)), "judgements": str(ctx.jpath(m.name))},
+        mean_answer_chars=(sum(len(a.completion[0].content) for a in everything) / len(everything)
+                           if everything else None),
+        answers={"answers": str(ctx.apath(m.name)), "judgements": str(ctx.jpath(m.name)),
+                 **{task: str(ctx.out / task / f"{m.name}.jsonl") for task in ctx.mc_rows},
+                 **({"counterfactual": str(ctx.out / "counterfactual" / f"{m.name}.jsonl")}
+                    if m.name in ctx.cf_answers else {})},
+        **benchmark_figures(ctx.mc_rows, ctx.mc_scores.get(m.name, {}), ctx.spec.seed,
+                            {"truthfulqa": ctx.spec.truthfulqa, "bbq": ctx.spec.bbq}),
+        counterfactual=studies.counterfactual_figures(ctx, m, f"harm-{ctx.spec.judge}"),
+        guard=(guard_summary(list(ctx.harm[m.name].values()))
+               if ctx.spec.judge == "guard" and m.name in ctx.harm else None),
+        segments=seg.segments(seg.observations(ctx.sets, mine, ctx.harm.get(m.name), ctx.helpful.get(m.name)),
+                              seg.resolve_columns(ctx.spec.segment_by, ctx.sets)),
     )
 
 

@@ -7,8 +7,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.core.records import SCHEMA_VERSION, ConstitutionRef, Provenance, utc_now
+from cai.eval.counterfactual import CounterfactualEval
+from cai.eval.overoptimization import OverOptimization
+from cai.eval.pm_probes import PmProbes
 
-JudgementKind = Literal["harm-rubric", "harm-pairwise", "helpfulness", "logprob", "pm-score"]
+JudgementKind = Literal["harm-rubric", "harm-pairwise", "harm-guard", "helpfulness", "logprob",
+                        "pm-score"]
 
 
 class EvalJudgement(BaseModel):
@@ -89,6 +93,86 @@ class HackingEval(BaseModel):
     kl_from_reference: float | None = None  # mean log p_policy(answer) - log p_ref(answer), nats per answer
 
 
+class SegmentFigure(BaseModel):
+    """One figure over the prompts of one segment (:mod:`cai.eval.segments`): mean and Wilson 95% interval."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float
+    lo: float
+    hi: float
+    n: int
+    no_signal: str | None = None  # why its judge showed no signal on this run (it prints as that)
+
+
+Span = tuple[float, float]  # a 95% interval (lo, hi)
+
+
+class TruthfulQAScores(BaseModel):
+    """MC1 and MC2 over some TruthfulQA questions (:mod:`cai.eval.truthfulqa`), with 95% intervals."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    mc1: float | None = None  # share of questions whose best answer has the largest log-likelihood
+    mc1_ci: Span | None = None  # Wilson
+    mc2: float | None = None  # mean normalised probability mass on the true answers
+    mc2_ci: Span | None = None  # percentile bootstrap over questions
+
+
+class TruthfulQAEval(BaseModel):
+    """TruthfulQA multiple choice of one model: MC1, MC2, and both by category and by question type."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    mc1: float | None = None
+    mc1_ci: Span | None = None
+    mc2: float | None = None
+    mc2_ci: Span | None = None
+    failures: int = 0  # questions without a finite log-prob for every answer (left out)
+    by_category: dict[str, TruthfulQAScores] = Field(default_factory=dict)
+    by_type: dict[str, TruthfulQAScores] = Field(default_factory=dict)
+    data: str | None = None
+    method: str = ""
+
+
+class BBQScores(BaseModel):
+    """BBQ accuracy and bias scores over some rows (:mod:`cai.eval.bbq`), per context condition."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    n_ambig: int = 0
+    n_disambig: int = 0
+    accuracy_ambig: float | None = None
+    accuracy_ambig_ci: Span | None = None  # Wilson
+    accuracy_disambig: float | None = None
+    accuracy_disambig_ci: Span | None = None
+    bias_score_ambig: float | None = None  # s_AMB = (1 - accuracy_ambig) * s over ambiguous rows
+    bias_score_ambig_ci: Span | None = None  # percentile bootstrap over rows
+    bias_score_disambig: float | None = None  # s_DIS = 2 * n_biased / n_non_unknown - 1
+    bias_score_disambig_ci: Span | None = None
+
+
+class BBQEval(BaseModel):
+    """BBQ of one model: accuracy and bias score in ambiguous and disambiguated contexts, and per category."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int
+    n_ambig: int = 0
+    n_disambig: int = 0
+    accuracy_ambig: float | None = None
+    accuracy_ambig_ci: Span | None = None
+    accuracy_disambig: float | None = None
+    accuracy_disambig_ci: Span | None = None
+    bias_score_ambig: float | None = None
+    bias_score_ambig_ci: Span | None = None
+    bias_score_disambig: float | None = None
+    bias_score_disambig_ci: Span | None = None
+    failures: int = 0  # rows without three finite log-probs (left out)
+    no_biased_answer: int = 0  # rows where no answer could be identified as the biased one
+    by_category: dict[str, BBQScores] = Field(default_factory=dict)
+    data: str | None = None
+    method: str = ""
+
+
 class ModelEval(BaseModel):
     """Everything measured for one model."""
 
@@ -101,6 +185,13 @@ class ModelEval(BaseModel):
     hacking: HackingEval | None = None
     mean_answer_chars: float | None = None
     answers: dict[str, str] = Field(default_factory=dict)  # set name -> answers file
+    truthfulqa: TruthfulQAEval | None = None  # TruthfulQA multiple choice (MC1, MC2)
+    bbq: BBQEval | None = None  # BBQ accuracy and bias scores
+    counterfactual: CounterfactualEval | None = None  # the counterfactual demographic audit
+    # the guard judge's reads of the red-team answers: {n, unsafe, safe, failed, codes, reasons}
+    guard: dict[str, Any] | None = None
+    # rates split by a prompt-set column (cai/eval/segments.py): column -> segment -> figure -> value
+    segments: dict[str, dict[str, dict[str, SegmentFigure]]] = Field(default_factory=dict)
 
 
 class JudgeSignal(BaseModel):
@@ -214,3 +305,9 @@ class EvalSummary(BaseModel):
     comparisons: list[Comparison] = Field(default_factory=list)  # every figure of every model vs the baseline
     samples: list[SamplePrompt] = Field(default_factory=list)
     training_data: list[TrainingSample] = Field(default_factory=list)
+    overoptimization: OverOptimization | None = None  # the best-of-n study (cai/eval/overoptimization.py)
+    pm_probes: PmProbes | None = None  # the preference-model failure probes (cai/eval/pm_probes.py)
+    # the segmented evaluation (cai/eval/matrix.py): figure -> model -> prompt set -> value with its interval,
+    # and per figure the one-line answer: is each regional model best on its region, and keeps the core?
+    matrix: dict[str, dict[str, dict[str, SegmentFigure]]] = Field(default_factory=dict)
+    matrix_verdicts: dict[str, str] = Field(default_factory=dict)

@@ -21,7 +21,7 @@ from typing import Any
 from cai.core.errors import CaiError
 from cai.core.records import PromptRecord, make_id
 from cai.run.engine import RunContext, Stage, file_digest
-from cai.run.recipe import Recipe, recipe_constitution
+from cai.run.recipe import Recipe, recipe_constitution, round_stage
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ def _split_prompts(ctx: RunContext, name: str) -> list[PromptRecord]:
 
 
 def critique_stage(recipe: Recipe) -> Stage:
-    spec, model = recipe.critique, recipe.model
+    spec = recipe.critique
+    model = recipe.model.with_dtype(spec.dtype)
 
     def fingerprint(ctx: RunContext) -> Any:
         judge = recipe.feedback().identity() if spec.sft_source == "best" else None
@@ -132,13 +133,16 @@ def critique_stage(recipe: Recipe) -> Stage:
                 "constitution": recipe_constitution(recipe).hash, **({"judge": judge} if judge else {})}
 
     def run(ctx: RunContext) -> dict[str, Any]:
+        from cai.run.engines import sampling_spec
         from cai.stages.critique.outputs import REVISIONS_FILE, SFT_FILE
         from cai.stages.critique.stage import run_critique
 
         out = ctx.dir("critique")
-        stats = run_critique(_split_prompts(ctx, "train_redteam"), recipe_constitution(recipe), model,
+        policy = sampling_spec(ctx, recipe.model, "policy", dtype=spec.dtype)
+        judge = sampling_spec(ctx, recipe.feedback(), "feedback") if spec.sft_source == "best" else None
+        stats = run_critique(_split_prompts(ctx, "train_redteam"), recipe_constitution(recipe), policy,
                              spec.stage_config(recipe.prompts.seed), out,
-                             helpful_pool=_split_prompts(ctx, "train_helpful"), feedback=recipe.feedback())
+                             helpful_pool=_split_prompts(ctx, "train_helpful"), feedback=judge)
         if not stats["sft_rows"]:
             raise CaiError(f"critique: no clean revision or answer for the SFT set ({out / 'stats.json'})",
                            hint="raise critique.max_new_tokens (answers cut short are left out) "
@@ -180,20 +184,25 @@ def check_survivors(stats: dict[str, Any], min_fraction: float, where: Path) -> 
                         "larger model, or lower critique.min_sft_fraction")
 
 
-def answers_stage(recipe: Recipe) -> Stage:
-    spec = recipe.answers
-    deps = {"sft": ("split", "sft"), "base": ("split",), "critique": ("critique",)}[spec.source]
+def answers_stage(recipe: Recipe, r: int = 1) -> Stage:
+    """Candidate answers to label. Round 1: from ``answers.source``; a later round (``rounds: N``) samples
+    the previous round's policy with the same settings (on-policy pairs, as in iterative DPO)."""
+    spec, name = recipe.answers, round_stage("answers", r)
+    source = spec.source if r == 1 else round_stage("policy", r - 1)
+    deps = ({"sft": ("split", "sft"), "base": ("split",), "critique": ("critique",)}[spec.source] if r == 1
+            else ("split", source))
 
     def fingerprint(ctx: RunContext) -> Any:
         return {"answers": spec.model_dump(mode="json"), "constitution": recipe_constitution(recipe).hash,
-                "model": recipe.model.identity() if spec.source == "base" else spec.source}
+                "model": recipe.model.identity() if source == "base" else source,
+                **({"engine": recipe.model.identity()["engine"]} if recipe.model.engine != "local" else {})}
 
     def run(ctx: RunContext) -> dict[str, Any]:
         from cai.core.records import SamplingParams
         from cai.stages.generate import GenerateConfig, run_generate
 
-        out, const = ctx.dir("answers"), recipe_constitution(recipe)
-        if spec.source == "critique":
+        out, const = ctx.dir(name), recipe_constitution(recipe)
+        if source == "critique":
             from cai.stages.critique.outputs import initial_answers
 
             n = initial_answers(ctx.output("critique", "revisions"), out / "candidates.jsonl", spec.helpful)
@@ -201,26 +210,32 @@ def answers_stage(recipe: Recipe) -> Stage:
         records = (_split_prompts(ctx, "train_redteam")
                    + (_split_prompts(ctx, "train_helpful") if spec.helpful else []))
         params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
-                                top_p=spec.top_p, n=spec.k, seed=recipe.prompts.seed)
+                                top_p=spec.top_p, n=spec.k, seed=recipe.prompts.seed + r - 1)
         system = (const.system_prompt or None) if spec.system_prompt else None
-        model = recipe.model.for_model(ctx.output("sft", "model")) if spec.source == "sft" else recipe.model
+        from cai.run.engines import sampling_spec
+
+        model = sampling_spec(ctx, recipe.model, "policy",
+                              ctx.output(source, "model") if source != "base" else None, dtype=spec.dtype)
         path = out / "candidates.jsonl"
         done = run_generate(records, path, model, GenerateConfig(params=params, system_prompt=system),
-                            constitution=const.ref(), desc="answers")
+                            constitution=const.ref(), desc=name)
         return {"candidates": ctx.rel(path), "answers": done.wanted, "prompts": len(records)}
 
-    return Stage("answers", deps, fingerprint, run)
+    return Stage(name, deps, fingerprint, run)
 
 
-def label_stage(recipe: Recipe) -> Stage:
-    spec = recipe.label
+def label_stage(recipe: Recipe, r: int = 1) -> Stage:
+    """AI labels of the candidate pairs of round ``r`` (its own folder, keys and stats)."""
+    spec, name, answers = recipe.label, round_stage("label", r), round_stage("answers", r)
 
     def fingerprint(ctx: RunContext) -> Any:
         return {"label": spec.model_dump(mode="json",
-                                         exclude={"human", "pairs_per_call", "feedback_batch_size"}),
+                                         exclude={"human", "human_pools", "pairs_per_call",
+                                                  "feedback_batch_size"}),
                 "feedback_model": recipe.feedback().identity(),
                 "constitution": recipe_constitution(recipe).hash,
                 "human": [file_digest(p) for p in spec.human],
+                **({"human_pools": spec.human_pools.model_dump(mode="json")} if spec.human_pools else {}),
                 **({"labeler_audit": file_digest(spec.labeler_audit)} if spec.labeler_audit else {})}
 
     def run(ctx: RunContext) -> dict[str, Any]:
@@ -228,27 +243,30 @@ def label_stage(recipe: Recipe) -> Stage:
         from cai.stages.label.stage import read_humans, run_label
 
         config = spec.stage_config(recipe.prompts.seed)
-        humans = read_humans(spec.human, spec.human_weight)
-        pairs, report = pairs_from_candidates(ctx.output("answers", "candidates"),
+        humans = read_humans(spec.human, spec.human_weight, spec.human_pools)
+        pairs, report = pairs_from_candidates(ctx.output(answers, "candidates"),
                                               pairing=recipe.answers.pairing)
-        feedback = recipe.feedback().with_batch_size(spec.feedback_batch_size)
+        from cai.run.engines import sampling_spec
+
+        feedback = sampling_spec(ctx, recipe.feedback(), "feedback").with_batch_size(spec.feedback_batch_size)
         audit = None
         if spec.labeler_audit:
             from cai.eval.inputs import load_audit
 
             audit = load_audit(spec.labeler_audit)
-        stats = run_label(pairs, recipe_constitution(recipe), feedback, config, ctx.dir("label"),
-                          humans=humans, extra={"pairing": report.__dict__}, audit=audit)
+        stats = run_label(pairs, recipe_constitution(recipe), feedback, config, ctx.dir(name),
+                          humans=humans, extra={"pairing": report.__dict__}, audit=audit,
+                          pools=spec.human_pools)
         total = stats["preferences"]["total"]
         if not total:
             raise CaiError(f"label: no preference pair kept ({ctx.dir('label') / 'stats.json'})",
                            hint="lower label.min_confidence, or sample more answers (answers.k)")
         signal = stats.get("signal") or {}
         if not signal.get("signal"):
-            log.warning("label: the AI labels carry no signal (%s): the policy stage will refuse to "
-                        "train on them alone", "; ".join(signal.get("reasons", [])))
-        return {"preferences": ctx.rel(ctx.dir("label") / "preferences.jsonl"), "pairs": len(pairs),
+            log.warning("%s: the AI labels carry no signal (%s): the policy stage will refuse to "
+                        "train on them alone", name, "; ".join(signal.get("reasons", [])))
+        return {"preferences": ctx.rel(ctx.dir(name) / "preferences.jsonl"), "pairs": len(pairs),
                 "preferences_count": total, "signal": "yes" if signal.get("signal") else "no",
                 "signal_reasons": signal.get("reasons", [])}
 
-    return Stage("label", ("answers",), fingerprint, run)
+    return Stage(name, (answers,), fingerprint, run)

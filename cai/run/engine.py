@@ -35,7 +35,8 @@ STATE_FILE = "stage.json"
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (first 16 hex), or of a directory's files, sorted by path.
+    """sha256 of a file's bytes (first 16 hex), or of a directory's files, sorted by path; of any other
+    record source (a hub id, ``LOCATION:CONFIG:SPLIT#mapping``) see :func:`cai.sources.load.source_digest`.
 
     >>> import tempfile
     >>> p = Path(tempfile.mkdtemp()) / "x.txt"
@@ -44,6 +45,19 @@ def file_digest(path: str | os.PathLike) -> str:
     '8f434346648f6b96'
     """
     p = Path(path)
+    if not p.exists():  # a hub id, or a source with a config, split or column mapping (cai.sources)
+        from cai.sources.spec import parse_source
+
+        src = parse_source(os.fspath(path))
+        if src.kind == "hub" or src.text != src.location:
+            from cai.sources.load import source_digest
+
+            try:
+                return source_digest(src.text, file_digest)
+            except CaiError as exc:
+                if src.kind != "hub":
+                    raise
+                raise SourceUnavailable(exc.message, hint=exc.hint) from None
     h = hashlib.sha256()
     if p.is_dir():
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
@@ -56,6 +70,11 @@ def file_digest(path: str | os.PathLike) -> str:
     else:
         raise CaiError(f"{p}: no such file or directory", hint="check the path in the recipe")
     return h.hexdigest()[:16]
+
+
+class SourceUnavailable(CaiError):
+    """A hub dataset that cannot be read here (offline and not cached, or not reachable): a run stops on
+    it; a plan (``--dry-run``) shows the stages that depend on it with their keys unknown."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +172,17 @@ def run_pipeline(
     chosen = set(select(stages, start, stop))
     results: list[StageResult] = []
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _run_stages(stages, ctx, chosen, force, on_event, results)
+    finally:  # servers the stages started (cai.run.engines) stop however the run ends
+        engines = ctx.extra.pop("engines", None)
+        if engines is not None:
+            engines.close()
+    return results
+
+
+def _run_stages(stages: Sequence[Stage], ctx: RunContext, chosen: set[str], force: Sequence[str],
+                on_event: Callable[[str, StageResult], None] | None, results: list[StageResult]) -> None:
     for stage in stages:
         missing = [d for d in stage.deps if d not in ctx.keys]
         if missing and stage.name in chosen:
@@ -189,7 +219,6 @@ def run_pipeline(
         results.append(result)
         if on_event:
             on_event("done", result)
-    return results
 
 
 def plan(
@@ -208,10 +237,20 @@ def plan(
     """
     chosen = set(select(stages, start, stop))
     out: list[StageResult] = []
+    unknown: dict[str, str] = {}  # stage -> why its key cannot be known yet (a hub dataset not cached)
     for stage in stages:
-        missing = [d for d in stage.deps if d not in ctx.keys]
-        key = (make_id(stage.name, stage.fingerprint(ctx), [ctx.keys[d] for d in stage.deps])
-               if not missing else None)
+        missing = [d for d in stage.deps if d not in ctx.keys and d not in unknown]
+        why = next((f"key unknown: depends on {d}" for d in stage.deps if d in unknown), None)
+        try:
+            key = (make_id(stage.name, stage.fingerprint(ctx), [ctx.keys[d] for d in stage.deps])
+                   if not missing and why is None else None)
+        except SourceUnavailable as exc:
+            key, why = None, f"key unknown until its data can be read: {exc.message}"
+        if why is not None and not missing:
+            unknown[stage.name] = why
+            out.append(StageResult(stage.name, f"would run ({why})" if stage.name in chosen
+                                   else "not selected"))
+            continue
         state = read_state(ctx.dir(stage.name))
         done = state is not None and state.get("key") == key and state.get("status") == "complete"
         if stage.name not in chosen:
@@ -227,6 +266,11 @@ def plan(
         if key is not None:
             ctx.keys[stage.name] = key
     return out
+
+
+def ready_dir(stage_dir: Path, key: str) -> None:
+    """Ready a stage's folder for ``key`` as a run does, for work done outside one (``cai.run.external``)."""
+    _fresh_dir(stage_dir, read_state(stage_dir), key)
 
 
 def _fresh_dir(sdir: Path, state: dict[str, Any] | None, key: str) -> None:

@@ -3,7 +3,8 @@
 The held-out prompts of the ``split`` stage (never seen in training) go to
 :func:`cai.eval.run.evaluate` with the models the recipe compares (``base``,
 ``sft``, ``trained``; the first is the baseline), the constitution, the judge,
-the preference model (for the reward-hacking probes) and the training curves.
+the preference model (for the reward-hacking probes), the training curves, and
+the multiple-choice benchmarks the recipe names (``eval.truthfulqa``, ``eval.bbq``).
 It writes ``eval/eval.json``, ``eval/report.md`` and ``eval/report.html``; the
 before/after table ``cai run`` prints is read back from ``eval.json``
 (:func:`cai.eval.compare.format_comparison_table`).
@@ -15,13 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 from cai.core.errors import CaiError
 from cai.run.engine import RunContext, Stage, file_digest
-from cai.run.recipe import Recipe, recipe_constitution
+from cai.run.recipe import Recipe, recipe_constitution, round_stage
 
 if TYPE_CHECKING:
     from cai.eval.spec import EvalSpec
 
 def _trained_stage(recipe: Recipe) -> str:
-    return "policy" if recipe.policy.method != "none" else "sft"
+    return round_stage("policy", recipe.rounds) if recipe.policy.method != "none" else "sft"
+
+
+def round_models(recipe: Recipe) -> list[tuple[str, str]]:
+    """``(eval name, stage)`` of each round's policy when the recipe iterates (``trained`` stands for them
+    all, so the report shows every figure per round), else ``[("trained", <its stage>)]``."""
+    if recipe.rounds == 1:
+        return [("trained", _trained_stage(recipe))]
+    return [(f"round{r}", round_stage("policy", r)) for r in range(1, recipe.rounds + 1)]
 
 
 def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
@@ -30,17 +39,23 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
 
     from cai.core.errors import pydantic_error_line
     from cai.eval.spec import EvalModel, EvalSpec
+    from cai.run.engines import sampling_spec
 
     spec, base = recipe.eval, recipe.model
+
+    def served(name: str, stage: str | None) -> EvalModel:  # a model's answers: in process or its engine
+        s = sampling_spec(ctx, base, f"eval-{name}", ctx.output(stage, "model") if stage else None)
+        return EvalModel(name=name, model=s.name, backend=s.backend, base_urls=list(s.base_url))
+
     models = []
     for name in spec.models:
         if name == "base":
-            models.append(EvalModel(name="base", model=base.name, backend=base.backend,
-                                    base_urls=list(base.base_url)))
+            models.append(served("base", None))
+        elif name == "sft":
+            models.append(served("sft", "sft"))
         else:
-            stage = "sft" if name == "sft" else _trained_stage(recipe)
-            models.append(EvalModel(name=name, model=str(ctx.output(stage, "model"))))
-    judge = recipe.eval.feedback_model or recipe.feedback()
+            models += [served(n, stage) for n, stage in round_models(recipe)]
+    judge = sampling_spec(ctx, recipe.eval.feedback_model or recipe.feedback(), "feedback")
     sets = {k: ctx.output("split", f) for k, f in (("redteam", "eval_redteam"), ("benign", "eval_helpful"))
             if ctx.outputs["split"][f"{f}_count"]}
     curves = {}  # each trainer's folder: its metrics.jsonl (ppo) or its last checkpoint's trainer_state.json
@@ -56,6 +71,7 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
         "device": base.device, "dtype": base.dtype, "curves": curves, **sets,
         "lookalike": ctx.output("split", "eval_lookalike") if "eval_lookalike" in ctx.outputs["split"]
         else spec.lookalike, "judge_audit": spec.judge_audit, "refusal_audit": spec.refusal_audit,
+        "truthfulqa": spec.truthfulqa, "bbq": spec.bbq,
         "preference_model": ctx.output("rm", "model") if "rm" in ctx.outputs else None,
         "training_data": {k: ctx.output(stage, key) for k, stage, key in
                           (("sft", "critique", "sft"), ("preferences", "label", "preferences"))
@@ -69,19 +85,21 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
 
 def eval_stage(recipe: Recipe) -> Stage:
     spec = recipe.eval
-    trained = _trained_stage(recipe)
-    deps = ("split", "sft", trained) if trained != "sft" else ("split", "sft")
+    trained = [stage for _, stage in round_models(recipe) if stage != "sft"]
+    deps = ("split", "sft", *trained)
     if "rm" in recipe.stage_names():
         deps = (*deps, "rm")
 
     def fingerprint(ctx: RunContext) -> Any:
         judge = (spec.feedback_model or recipe.feedback()).identity()
-        return {"eval": spec.model_dump(mode="json", exclude={"lookalike", "judge_audit", "refusal_audit"}),
+        return {"eval": spec.model_dump(mode="json", exclude={"lookalike", "judge_audit", "refusal_audit",
+                                                              "truthfulqa", "bbq"}),
                 "base": recipe.model.identity(),
                 "judge": judge, "constitution": recipe_constitution(recipe).hash,
                 "lookalike": file_digest(spec.lookalike) if spec.lookalike else None,
                 **{k: file_digest(p) for k, p in (("judge_audit", spec.judge_audit),
-                                                  ("refusal_audit", spec.refusal_audit)) if p}}
+                                                  ("refusal_audit", spec.refusal_audit),
+                                                  ("truthfulqa", spec.truthfulqa), ("bbq", spec.bbq)) if p}}
 
     def run(ctx: RunContext) -> dict[str, Any]:
         try:

@@ -38,6 +38,7 @@ ARTIFACTS = {
     "policy": ("policy", "model", "model"),
 }
 STATS_FILES = ("stats.json", "cai_card.json")
+HUB_TEST_FRACTION = 0.1  # a dataset repo's test splits, as `cai export`'s default
 
 
 def hub_offline(env: Mapping[str, str] | None = None) -> bool:
@@ -63,36 +64,51 @@ def check_push(recipe: Recipe) -> str:
 
 @dataclass(frozen=True)
 class HubItem:
-    """One repo to push: its id, type, source files and card."""
+    """One repo to push: its artifact, id, type, source files, and what its card says."""
 
+    artifact: str
     repo_id: str
     repo_type: str
     source: Path
-    card: str
+    metadata: dict[str, Any]  # the card's YAML: lineage, licence, tags, constitution
+    about: str  # one line: what this repo is
+    constitution_yaml: str
+    extra: str  # the recipe and stats sections
+
+    @property
+    def body(self) -> str:
+        """The Markdown of a model repo's card (a dataset card is made with its parquet files)."""
+        return "\n".join([f"# {self.repo_id.split('/')[-1]}", "", self.about, "", "## Constitution", "",
+                          "```yaml", self.constitution_yaml.rstrip(), "```", "", self.extra])
 
 
-def card_text(recipe: Recipe, artifact: str, repo_type: str, constitution_yaml: str,
-              stats: dict[str, Any]) -> str:
-    """The README of a pushed repo: what it is, the constitution, the recipe and the stats.
+def recipe_sections(recipe: Recipe, stats: dict[str, Any]) -> str:
+    """The recipe as run and the stage's stats, as card sections.
 
     >>> from cai.run.recipe import Recipe
-    >>> r = Recipe(name="t", prompts={"redteam": ["r.jsonl"]})
-    >>> text = card_text(r, "sft", "model", "name: c\\n", {"train_loss": 1.0})
-    >>> "name: c" in text and "train_loss" in text and text.startswith("---")
+    >>> text = recipe_sections(Recipe(name="t", prompts={"redteam": ["r.jsonl"]}), {"train_loss": 1.0})
+    >>> text.startswith("## Recipe") and "name: t" in text and '"train_loss": 1.0' in text
     True
     """
     recipe_yaml = yaml.safe_dump(recipe.model_dump(mode="json", exclude={"variants"}), sort_keys=False)
-    tags = ["cai", "constitutional-ai", "rlaif"]
-    return "\n".join([
-        "---", yaml.safe_dump({"tags": tags, "library_name": "transformers"} if repo_type == "model"
-                              else {"tags": tags}, sort_keys=False).strip(), "---", "",
-        f"# {recipe.name}: {artifact}", "",
-        f"Made by `cai run` from the recipe `{recipe.name}`"
-        + (f": {recipe.description.rstrip('.')}." if recipe.description else "."),
-        "", "## Constitution", "", "```yaml", constitution_yaml.rstrip(), "```", "",
-        "## Recipe", "", "```yaml", recipe_yaml.rstrip(), "```", "",
-        "## Stats", "", "```json", json.dumps(stats, indent=2, default=str), "```", "",
-    ])
+    return "\n".join(["## Recipe", "", "```yaml", recipe_yaml.rstrip(), "```", "",
+                      "## Stats", "", "```json", json.dumps(stats, indent=2, default=str), "```", ""])
+
+
+def _about(recipe: Recipe, artifact: str) -> str:
+    return (f"The {artifact.replace('_', ' ')} made by `cai run` from the recipe `{recipe.name}`"
+            + (f": {recipe.description.rstrip('.')}." if recipe.description else "."))
+
+
+def model_card(metadata: dict[str, Any], body: str, artifact: str) -> str:
+    """A model repo's ``README.md`` (``huggingface_hub.ModelCard``): metadata, then ``body``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(library_name="transformers",
+                         pipeline_tag="text-classification" if artifact == "rm" else "text-generation",
+                         **{k: v for k, v in metadata.items() if v is not None})
+    template = "---\n{{ card_data }}\n---\n\n{{ body }}"
+    return str(ModelCard.from_template(data, template_str=template, body=body))
 
 
 def _stats(folder: Path, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -104,20 +120,79 @@ def _stats(folder: Path, outputs: dict[str, Any]) -> dict[str, Any]:
     return dict(outputs)
 
 
+def _trained_base(source: Path) -> str | None:
+    """The hub id the trainer's own card names as base model (``None`` without one)."""
+    from cai.core.lineage import hub_base_model
+
+    return hub_base_model(source) if source.is_dir() else None
+
+
+def _hub_sources(values: Any) -> list[str]:
+    """Hub dataset ids among source strings (nested in lists and dicts).
+
+    >>> _hub_sources({"redteam": ["org/red:train", "a.jsonl"], "seed": 0, "helpful": []})
+    ['org/red']
+    """
+    from cai.core.lineage import hub_dataset_id
+
+    if isinstance(values, dict):
+        return sorted({h for v in values.values() for h in _hub_sources(v)})
+    if isinstance(values, (list, tuple)):
+        return sorted({h for v in values for h in _hub_sources(v)})
+    found = hub_dataset_id(values) if isinstance(values, str) else None
+    return [found] if found else []
+
+
+def _metadata(recipe: Recipe, artifact: str, repo_ids: dict[str, str], source: Path,
+              ref: dict[str, str]) -> dict[str, Any]:
+    """Card metadata of one artifact: lineage (the run's other repos where they are pushed too)."""
+    from cai.core.lineage import hub_base_model, model_license
+
+    weights = recipe.model.train_weights()
+    tags = ["cai", "constitutional-ai", "rlaif", "trl", artifact.replace("_", "-")]
+    common = {"license": model_license(weights), "tags": tags, "constitution": [ref]}
+    prompts = _hub_sources(recipe.prompts.model_dump(mode="json"))
+    if artifact == "sft_data":
+        return {**common, "source_datasets": prompts or None}
+    if artifact == "preferences":
+        human = _hub_sources([str(h) for h in recipe.label.human])
+        return {**common, "source_datasets": sorted(set(prompts + human)) or None}
+    rm_from = recipe.rm.start_from if recipe.rm is not None else "sft"
+    parent = {"sft": "base", "rm": rm_from, "policy": "sft"}[artifact]
+    base = repo_ids.get("sft") if parent == "sft" else None
+    base = base or _trained_base(source) or hub_base_model(weights)
+    data = {"sft": ["sft_data"], "rm": ["preferences"],
+            "policy": ["preferences"] if recipe.policy.method == "dpo" else []}[artifact]
+    datasets = [repo_ids[d] for d in data if d in repo_ids]
+    return {**common, "base_model": base, "datasets": datasets or None}
+
+
+def _has_records(path: Path) -> bool:
+    """Whether a JSONL file has a non-blank line."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        return any(line.strip() for line in fh)
+
+
 def hub_items(recipe: Recipe, run_dir: Path, outputs: dict[str, dict[str, Any]],
               namespace: str) -> list[HubItem]:
     """The repos this run would push (artifacts whose stage ran)."""
-    const_yaml = recipe_constitution(recipe).to_yaml()
+    const = recipe_constitution(recipe)
+    ref = const.ref().model_dump()
+    ran = [a for a in recipe.hub.artifacts if ARTIFACTS[a][0] in outputs and ARTIFACTS[a][1] in
+           outputs[ARTIFACTS[a][0]]]
+    ran = [a for a in ran if ARTIFACTS[a][2] == "model"  # a record set with no records makes no repo
+           or _has_records(run_dir / outputs[ARTIFACTS[a][0]][ARTIFACTS[a][1]])]
+    repo_ids = {a: f"{namespace}/{recipe.name}-{a.replace('_', '-')}" for a in ran}
     items = []
-    for artifact in recipe.hub.artifacts:
+    for artifact in ran:
         stage, key, repo_type = ARTIFACTS[artifact]
-        if stage not in outputs or key not in outputs[stage]:
-            continue
         source = run_dir / outputs[stage][key]
         stats = _stats(source if source.is_dir() else source.parent, outputs[stage])
-        repo = f"{namespace}/{recipe.name}-{artifact.replace('_', '-')}"
-        items.append(HubItem(repo, repo_type, source,
-                             card_text(recipe, artifact, repo_type, const_yaml, stats)))
+        items.append(HubItem(artifact, repo_ids[artifact], repo_type, source,
+                             _metadata(recipe, artifact, repo_ids, source, ref), _about(recipe, artifact),
+                             const.to_yaml(), recipe_sections(recipe, stats)))
     return items
 
 
@@ -131,11 +206,29 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _stage_dataset(item: HubItem, folder: Path) -> None:
+    """A dataset repo: the records as parquet splits with a dataset card (:mod:`cai.stages.export_files`)."""
+    from cai.stages.export import to_dataset
+    from cai.stages.export_files import write_export
+
+    kind = "sft" if item.artifact == "sft_data" else "prefs"
+    dd = to_dataset(**{kind: item.source}, test_fraction=HUB_TEST_FRACTION, seed=0)
+    meta = item.metadata
+    write_export(dd, folder, repo_id=item.repo_id, license=meta.get("license"),
+                 description=f"{item.about} Test splits: {HUB_TEST_FRACTION:.0%} of the ids, by a hash "
+                             "(as `cai export`).",
+                 constitution_text=item.constitution_yaml, source_datasets=meta.get("source_datasets"),
+                 extra_sections="\n" + item.extra)
+
+
 def stage_item(item: HubItem, hub_dir: Path) -> Path:
     """Lay out one repo in ``hub_dir/<repo name>/``: its files and README.md; return the folder."""
     folder = hub_dir / item.repo_id.split("/")[-1]
     if folder.exists():
         shutil.rmtree(folder)
+    if item.repo_type == "dataset":
+        _stage_dataset(item, folder)
+        return folder
     folder.mkdir(parents=True)
     if item.source.is_dir():
         skip = ("checkpoint-", "README.md")
@@ -145,12 +238,17 @@ def stage_item(item: HubItem, hub_dir: Path) -> Path:
                 _link_or_copy(f, folder / relative)
     else:
         _link_or_copy(item.source, folder / item.source.name)
-    card = item.card
+    body = item.body
     trained = item.source / "README.md" if item.source.is_dir() else None
     if trained is not None and trained.is_file():  # the trainer's own card: data files, their hashes, metrics
-        card += ("\n## Training card\n\n"
-                 + trained.read_text(encoding="utf-8").split("\n---\n", 1)[-1].lstrip())
-    (folder / "README.md").write_text(card, encoding="utf-8")
+        from huggingface_hub import ModelCard
+
+        text = ModelCard.load(trained).text.lstrip()
+        head, sep, rest = text.partition("\n## Constitution\n")
+        if sep and "\n## Data\n" in rest:  # the constitution is above already
+            text = head + "\n## Data\n" + rest.split("\n## Data\n", 1)[1]
+        body += "\n## Training card\n\n" + text
+    (folder / "README.md").write_text(model_card(item.metadata, body, item.artifact), encoding="utf-8")
     return folder
 
 

@@ -3,7 +3,8 @@
 A recipe names the policy model, the constitution, the prompt files and one
 section per stage (``critique``, ``sft``, ``answers``, ``label``, ``rm``,
 ``policy``, ``eval``, ``hub``). Input paths (prompt files, constitution files,
-human labels) are resolved relative to the recipe file; ``run_dir`` is relative
+human labels; record inputs may also be CSV/parquet files, dataset folders or hub ids,
+see :mod:`cai.sources`) are resolved relative to the recipe file; ``run_dir`` is relative
 to the current directory (default ``runs/<name>``). Loading, line numbers in
 errors and ``variants`` live in :mod:`cai.run.load`.
 
@@ -24,11 +25,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from cai.backends.spec import BackendSpec
+from cai.stages.label.pools import PoolWeighting
 
 if TYPE_CHECKING:
     from cai.constitution.schema import Constitution
@@ -36,6 +40,16 @@ if TYPE_CHECKING:
     from cai.stages.label.stage import LabelStageConfig
 
 STAGE_ORDER = ("split", "critique", "sft", "answers", "label", "rm", "policy", "eval")
+ROUND_STAGES = ("answers", "label", "policy")  # what each later round of ``rounds: N`` repeats
+
+
+def round_stage(stage: str, r: int) -> str:
+    """The name of ``stage`` in round ``r`` (round 1 keeps the plain names, so one-round keys do not change).
+
+    >>> round_stage("label", 1), round_stage("label", 2)
+    ('label', 'label_r2')
+    """
+    return stage if r == 1 else f"{stage}_r{r}"
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -48,8 +62,23 @@ def _listify(value: Any) -> Any:
     return [value] if isinstance(value, (str, Path)) else value
 
 
+def _resolve_source(value: Path, info: ValidationInfo) -> Path:
+    """A record source (:mod:`cai.sources`) relative to the recipe's folder; hub ids and absolute paths stay.
+
+    >>> from types import SimpleNamespace as NS
+    >>> _resolve_source(Path("p.csv#prompt=q"), NS(context={"base": "/r"})), _resolve_source(
+    ...     Path("org/set:test"), NS(context={"base": "/r"}))
+    (PosixPath('/r/p.csv#prompt=q'), PosixPath('org/set:test'))
+    """
+    from cai.sources.spec import resolve_source
+
+    return Path(resolve_source(str(value), (info.context or {}).get("base")))
+
+
 RelPath = Annotated[Path, AfterValidator(_resolve)]
 RelPaths = Annotated[list[RelPath], BeforeValidator(_listify)]
+RelSource = Annotated[Path, AfterValidator(_resolve_source)]  # a file, dataset folder or hub id
+RelSources = Annotated[list[RelSource], BeforeValidator(_listify)]
 
 
 class _Section(BaseModel):
@@ -63,14 +92,36 @@ class ModelSpec(BackendSpec):
     """
 
     weights: str | None = None
+    # local (in process) | {server: URL} | {managed: vllm | sglang | llama-server | transformers, args: {...}}
+    engine: Any = "local"
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: Any) -> Any:
+        from cai.core.errors import CaiError
+        from cai.engines.spec import parse_engine
+
+        try:
+            return parse_engine(value, "engine")
+        except CaiError as exc:
+            raise ValueError(f"{exc.message.removeprefix('engine: ')} ({exc.hint})") from None
 
     def train_weights(self) -> str:
         """What the trainers start from."""
         return self.weights or self.name
 
     def identity(self) -> dict[str, Any]:
-        """What determines this model's outputs (not how many requests fly at once)."""
-        return {**super().identity(), "weights": self.weights}
+        """What determines this model's outputs (not how many requests fly at once): a served model's
+        answers are not byte-identical to in-process ones, so a non-local engine is part of it.
+
+        >>> ModelSpec().identity() == ModelSpec(engine="local").identity()
+        True
+        >>> ModelSpec(engine={"managed": "vllm"}).identity()["engine"]["managed"]
+        'vllm'
+        """
+        engine = ({} if self.engine == "local" else
+                  {"engine": self.engine.model_dump(mode="json", exclude={"concurrency", "startup_timeout"})})
+        return {**super().identity(), "weights": self.weights, **engine}
 
 
 class LoraSpec(_Section):
@@ -113,10 +164,11 @@ class TrainSpec(_Section):
 
 
 class PromptsSpec(_Section):
-    """Prompt files, split into train and held-out eval parts by a hash of each prompt."""
+    """Prompt sources (JSONL/CSV/parquet files, dataset folders, hub ids: see :mod:`cai.sources`), split
+    into train and held-out eval parts by a hash of each prompt."""
 
-    redteam: RelPaths
-    helpful: RelPaths = Field(default_factory=list)
+    redteam: RelSources
+    helpful: RelSources = Field(default_factory=list)
     eval_fraction: float = Field(0.33, ge=0, lt=1)
     seed: int = 0
     limit: int | None = Field(None, ge=1)  # at most this many train red-team prompts
@@ -124,7 +176,7 @@ class PromptsSpec(_Section):
     eval_limit: int | None = Field(None, ge=1)  # at most this many held-out prompts of each kind
     # XSTest-format look-alikes (label safe|unsafe), split like the others: the train part's safe prompts
     # join the helpful ones, its unsafe contrasts the red-team ones; the held-out part is the eval's set
-    lookalike: RelPath | None = None
+    lookalike: RelSource | None = None
     lookalike_eval_fraction: float | None = Field(None, gt=0, lt=1)  # default: eval_fraction
 
 
@@ -145,6 +197,7 @@ class CritiqueSpec(_Section):
     refusal_gate: bool = False  # red-team SFT targets must decline, helpful ones must not (refusal detector)
     trim_truncated: bool = False  # answers cut at max_new_tokens: trimmed to the last sentence, not dropped
     answer_few_shot: bool = False  # the initial answers see the constitution's examples first
+    dtype: str | None = None  # the model's dtype for this stage's sampling (int8: CPU fast path)
 
     def stage_config(self, seed: int) -> CritiqueStageConfig:
         """The :class:`~cai.stages.critique.stage.CritiqueStageConfig` this section asks for."""
@@ -179,6 +232,7 @@ class AnswersSpec(_Section):
     max_new_tokens: int = Field(256, ge=1)
     helpful: bool = True  # also answer the train helpful prompts
     system_prompt: bool = False  # answer under the constitution's system prompt
+    dtype: str | None = None  # the sampling model's dtype here (int8: CPU fast path); default: the model's
 
 
 class LabelSpec(_Section):
@@ -190,13 +244,41 @@ class LabelSpec(_Section):
     few_shot: bool = True
     min_confidence: float = Field(0.5, ge=0.5, le=1)
     drop_inconsistent: bool = False
-    human: RelPaths = Field(default_factory=list)
+    # human: [files], or {files: [...], pools: {eu: 1.0, us: 0.5}, balance: equal} (annotator pools)
+    human: RelSources = Field(default_factory=list)
     human_weight: float = Field(1.0, ge=0)
+    human_pools: PoolWeighting | None = None  # what the mapping form of `human:` sets
     pairs_per_call: int = Field(8, ge=1)
     feedback_batch_size: int = Field(8, ge=1)
     keep_ties: bool = False  # exact ties (p_chosen 0.5) are dropped unless kept
     # `cai audit labeler` audit.json of this feedback model (signal check)
     labeler_audit: RelPath | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _human_mapping(cls, data: Any) -> Any:
+        """``human: {files, pools, balance}`` as ``human`` (the files) plus ``human_pools`` (the weighting).
+
+        >>> s = LabelSpec.model_validate({"human": {"files": ["h.jsonl"], "balance": "equal"}})
+        >>> s.human, s.human_pools.balance
+        ([PosixPath('h.jsonl')], 'equal')
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("human"), dict):
+            return data
+        human = data["human"]
+        unknown = sorted(set(human) - {"files", "pools", "balance"})
+        if unknown:
+            raise ValueError(f"human: unknown key {unknown[0]!r} (the mapping form takes files, pools, "
+                             "balance: e.g. {files: [h.jsonl], balance: equal})")
+        if "human_pools" in data:
+            raise ValueError("human_pools is set by human: {pools, balance}: give it in one place")
+        pools = {k: human[k] for k in ("pools", "balance") if k in human}
+        try:
+            weighting = PoolWeighting.model_validate(pools) if pools else None
+        except ValidationError as exc:  # named as written (human.balance), not as kept (human_pools)
+            err = exc.errors()[0]
+            raise ValueError(f"human.{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        return {**data, "human": human.get("files", []), **({"human_pools": weighting} if weighting else {})}
 
     def stage_config(self, seed: int) -> LabelStageConfig:
         """The :class:`~cai.stages.label.stage.LabelStageConfig` of this section (its keys of the same
@@ -214,7 +296,7 @@ class RMSpec(_Section):
     pad_token: str | None = None
     margin: float | None = None
     eval_fraction: float = Field(0.1, ge=0, lt=1)
-    human_eval: RelPath | None = None
+    human_eval: RelSource | None = None
 
 
 class PolicySpec(_Section):
@@ -233,6 +315,8 @@ class PolicySpec(_Section):
     reward_batch_size: int = Field(8, ge=1)
     system_prompt: bool = False  # online RL: answer under the constitution's system prompt
     allow_weak_labels: bool = False  # train on AI labels that carry no signal (and no human labels)
+    # rounds > 1: each later round's DPO reference: the previous round's policy, or the round-1 start (sft)
+    reference: Literal["previous", "initial"] = "previous"
 
 
 class EvalStageSpec(_Section):
@@ -240,15 +324,19 @@ class EvalStageSpec(_Section):
 
     ``models`` are compared, the first is the baseline; ``trained`` is the policy
     (the SFT model when ``policy.method`` is ``none``). ``options`` are further
-    EvalSpec keys (``judge``, ``limit``, ``few_shot``...), checked when the stage runs.
+    EvalSpec keys (``judge``, ``limit``, ``few_shot``, ``truthfulqa_limit``, ``bbq_limit``...), checked
+    when the stage runs. ``truthfulqa`` and ``bbq`` add the multiple-choice benchmarks (files beside the
+    recipe or absolute paths).
     """
 
     enabled: bool = True
     models: list[Literal["base", "sft", "trained"]] = Field(default_factory=lambda: ["base", "trained"],
                                                             min_length=1)
-    lookalike: RelPath | None = None  # XSTest-format file (label: safe|unsafe)
+    lookalike: RelSource | None = None  # XSTest-format file (label: safe|unsafe)
     judge_audit: RelPath | None = None  # `cai audit judge` audit.json: the harm judge against human labels
     refusal_audit: RelPath | None = None  # `cai audit refusal` audit.json: the refusal detector's accuracy
+    truthfulqa: RelPath | None = None  # TruthfulQA rows: MC1/MC2 of every compared model (from log-probs)
+    bbq: RelPath | None = None  # BBQ rows: accuracy and bias scores of every compared model
     feedback_model: ModelSpec | None = None  # the judge; default: the recipe's model
     max_new_tokens: int = Field(128, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -280,6 +368,7 @@ class Recipe(_Section):
     policy: PolicySpec = PolicySpec()
     eval: EvalStageSpec = EvalStageSpec()
     hub: HubSpec = HubSpec()
+    rounds: int = Field(1, ge=1, le=20)  # iterative RLAIF: answers -> label -> policy (DPO), N times
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -299,6 +388,9 @@ class Recipe(_Section):
         if self.policy.method in ("ppo", "rloo", "grpo") and self.policy.reward == "rm" and self.rm is None:
             raise ValueError(f"policy.method {self.policy.method} with reward: rm needs an rm section "
                              "(add `rm: {}`), or set policy.reward to judge:MODEL")
+        if self.rounds > 1 and self.policy.method != "dpo":
+            raise ValueError(f"rounds {self.rounds} iterates DPO (sample from the latest policy, label, "
+                             f"train): set policy.method: dpo, or rounds: 1")
         if self.critique.rounds == 0 and self.critique.sft_source != "initial":
             raise ValueError("critique.rounds 0 makes no revision to train on: set "
                              "critique.sft_source: initial, or rounds >= 1")
@@ -314,13 +406,18 @@ class Recipe(_Section):
         >>> Recipe(name="t", prompts={"redteam": ["r.jsonl"]}, policy={"method": "none"},
         ...        eval={"enabled": False}).stage_names()
         ['split', 'critique', 'sft', 'answers', 'label']
+        >>> Recipe(name="t", prompts={"redteam": ["r.jsonl"]}, rounds=3).stage_names()[5:]
+        ['policy', 'answers_r2', 'label_r2', 'policy_r2', 'answers_r3', 'label_r3', 'policy_r3', 'eval']
         """
         skip = {"rm"} if self.rm is None else set()
         if self.policy.method == "none":
             skip.add("policy")
         if not self.eval.enabled:
             skip.add("eval")
-        return [s for s in STAGE_ORDER if s not in skip]
+        names = [s for s in STAGE_ORDER if s not in skip]
+        later = [round_stage(s, r) for r in range(2, self.rounds + 1) for s in ROUND_STAGES]
+        at = names.index("policy") + 1 if "policy" in names else len(names)
+        return names[:at] + later + names[at:]
 
     def feedback(self) -> ModelSpec:
         return self.label.feedback_model or self.model

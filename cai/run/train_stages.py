@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cai.core.errors import CaiError
 from cai.run.engine import RunContext, Stage, file_digest
-from cai.run.recipe import PolicySpec, Recipe, TrainSpec, recipe_constitution
+from cai.run.recipe import PolicySpec, Recipe, TrainSpec, recipe_constitution, round_stage
 from cai.train.jobs import TrainJob
 
 if TYPE_CHECKING:
@@ -83,23 +83,27 @@ POLICY_JOBS: dict[str, Callable[[Recipe, tuple[str, ...], str, str, str | None],
 }
 
 
-def _train(job: TrainJob, spec: TrainSpec, *keys: str) -> dict[str, Any]:
-    """Run the job; keep the named final metrics."""
+def _train(ctx: RunContext, job: TrainJob, spec: TrainSpec, *keys: str) -> dict[str, Any]:
+    """Run the job; keep the named final metrics. Inference servers the run started stop first: training
+    needs the accelerators they hold (a later sampling stage starts the one it needs)."""
+    from cai.run.engines import close_engines
     from cai.train.jobs import run_or_launch
+
+    close_engines(ctx)
 
     metrics = run_or_launch(job, spec.accelerate_config, spec.num_processes)
     return {k: metrics[k] for k in keys if k in metrics}
 
 
-def check_label_signal(ctx: RunContext, allow: bool, stage: str) -> None:
-    """Refuse to train on AI labels that carry no signal (the label stage measured it), unless allowed.
+def check_label_signal(ctx: RunContext, allow: bool, stage: str, label: str = "label") -> None:
+    """Refuse to train on AI labels that carry no signal (the ``label`` stage measured it), unless allowed.
 
     Human labels merged into the preferences are a way out: with some, training goes on.
     """
     import json
     import logging
 
-    stats_file = ctx.dir("label") / "stats.json"
+    stats_file = ctx.dir(label) / "stats.json"
     stats = json.loads(stats_file.read_text(encoding="utf-8"))
     signal = stats.get("signal") or {}
     if signal.get("signal", True):
@@ -128,7 +132,7 @@ def sft_stage(recipe: Recipe) -> Stage:
         out = ctx.dir("sft") / "model"
         job = sft_job(recipe, str(ctx.output("critique", "sft")), str(out))
         return {"model": ctx.rel(out),
-                **_train(job, spec.train, "train_loss", "global_step", "train_runtime")}
+                **_train(ctx, job, spec.train, "train_loss", "global_step", "train_runtime")}
 
     return Stage("sft", ("critique",), fingerprint, run)
 
@@ -152,7 +156,7 @@ def rm_stage(recipe: Recipe) -> Stage:
         job = rm_job(recipe, str(ctx.output("label", "preferences")), str(out),
                      _start(ctx, recipe, spec.start_from))
         return {"model": ctx.rel(out),
-                **_train(job, spec.train, "eval_accuracy", "human_eval_accuracy", "train_loss")}
+                **_train(ctx, job, spec.train, "eval_accuracy", "human_eval_accuracy", "train_loss")}
 
     return Stage("rm", deps, fingerprint, run)
 
@@ -162,52 +166,79 @@ POLICY_METRICS = {"dpo": ("train_loss", "rewards/accuracies", "rewards/margins",
                   "grpo": ("reward", "train_loss", "global_step")}
 
 
-def policy_inputs(ctx: RunContext, spec: PolicySpec) -> tuple[tuple[str, ...], str | None]:
-    """``(data, reward)``: the preference file for DPO; the train prompts and the reward spec for online
-    RL."""
+def policy_inputs(ctx: RunContext, spec: PolicySpec,
+                  label: str = "label") -> tuple[tuple[str, ...], str | None]:
+    """``(data, reward)``: the preference file (of the ``label`` stage) for DPO; the train prompts and the
+    reward spec for online RL."""
     if spec.method == "dpo":
-        return (str(ctx.output("label", "preferences")),), None
+        return (str(ctx.output(label, "preferences")),), None
     prompts = tuple(str(ctx.output("split", f)) for f in ("train_redteam", "train_helpful")
                     if ctx.outputs["split"][f"{f}_count"])
     return prompts, f"rm:{ctx.output('rm', 'model')}" if spec.reward == "rm" else spec.reward
 
 
-def policy_stage(recipe: Recipe) -> Stage:
-    spec = recipe.policy
+def policy_stage(recipe: Recipe, r: int = 1) -> Stage:
+    """The policy of round ``r``: round 1 starts from the SFT model; a later round (DPO only) starts from
+    the previous round's policy, on its own round's labels, with ``policy.reference`` as the reference."""
+    spec, name, label = recipe.policy, round_stage("policy", r), round_stage("label", r)
     online = spec.method in ("ppo", "rloo", "grpo")
-    deps = ("split", "sft", *(("rm",) if spec.reward == "rm" else ())) if online else ("label", "sft")
+    start = "sft" if r == 1 else round_stage("policy", r - 1)
+    deps = (("split", "sft", *(("rm",) if spec.reward == "rm" else ())) if online
+            else (label, "sft", *((start,) if r > 1 else ())))
 
     def fingerprint(ctx: RunContext) -> Any:
         const = recipe_constitution(recipe).hash if online and spec.system_prompt else None
-        return {"policy": spec.model_dump(mode="json"), "constitution": const}
+        return {"policy": spec.model_dump(mode="json", exclude=set() if r > 1 else {"reference"}),
+                "constitution": const, **({"round": r} if r > 1 else {})}
 
     def run(ctx: RunContext) -> dict[str, Any]:
+        from dataclasses import replace
+
         if spec.method == "dpo":
-            check_label_signal(ctx, spec.allow_weak_labels, "policy")
-        out = ctx.dir("policy") / "model"
-        data, reward = policy_inputs(ctx, spec)
-        job = POLICY_JOBS[spec.method](recipe, data, str(out), str(ctx.output("sft", "model")), reward)
-        return {"model": ctx.rel(out), "method": spec.method,
-                **_train(job, spec.train, *POLICY_METRICS[spec.method])}
+            check_label_signal(ctx, spec.allow_weak_labels, name, label)
+        out = ctx.dir(name) / "model"
+        data, reward = policy_inputs(ctx, spec, label)
+        job = POLICY_JOBS[spec.method](recipe, data, str(out), str(ctx.output(start, "model")), reward)
+        if r > 1:  # "previous": a frozen copy of the start (last round's policy); "initial": the SFT model
+            ref = str(ctx.output("sft", "model")) if spec.reference == "initial" else None
+            job = replace(job, args={**job.args, "ref_model": ref})
+        return {"model": ctx.rel(out), "method": spec.method, "round": r,
+                **_train(ctx, job, spec.train, *POLICY_METRICS[spec.method])}
 
-    return Stage("policy", deps, fingerprint, run)
+    return Stage(name, deps, fingerprint, run)
 
 
-def check_trainer_configs(recipe: Recipe) -> None:
+def check_trainer_configs(recipe: Recipe, hardware: bool = True) -> None:
     """Build every training stage's trainer config now, so a bad ``train.config`` key fails before any
-    work."""
+    work.
+
+    ``hardware`` False (``cai run --dry-run``): keys, values and accelerate config files are checked, not
+    whether this machine has the GPUs they ask for (:func:`~cai.train.common.config.without_hardware`);
+    True (a real run): a ``bf16: true`` or a ``zero3`` stage on a machine without such GPUs fails here,
+    in one line, before the first stage starts.
+    """
+    import contextlib
+
+    from cai.train.common.config import without_hardware
     from cai.train.jobs import trainer_config
 
     with tempfile.TemporaryDirectory(prefix="cai-check-") as tmp:
-        jobs = [("sft", sft_job(recipe, "data.jsonl", tmp))]
+        jobs = [("sft", sft_job(recipe, "data.jsonl", tmp), recipe.sft.train)]
         if recipe.rm is not None:
-            jobs.append(("rm", rm_job(recipe, "data.jsonl", tmp, "model")))
+            jobs.append(("rm", rm_job(recipe, "data.jsonl", tmp, "model"), recipe.rm.train))
         if recipe.policy.method in POLICY_JOBS:
             jobs.append(("policy",
-                         POLICY_JOBS[recipe.policy.method](recipe, ("data.jsonl",), tmp, "model", "rm:x")))
-        for stage, job in jobs:
+                         POLICY_JOBS[recipe.policy.method](recipe, ("data.jsonl",), tmp, "model", "rm:x"),
+                         recipe.policy.train))
+        for stage, job, spec in jobs:
             try:
-                cfg = trainer_config(job)
+                with contextlib.nullcontext() if hardware else without_hardware():
+                    cfg = trainer_config(job)
+                _check_launch(spec, hardware)
+                if job.method in ("rloo", "grpo"):
+                    from cai.train.rl import check_vllm_settings
+
+                    check_vllm_settings(cfg)
             except CaiError as exc:
                 raise CaiError(f"{stage}.train: {exc.message.replace('option ', '', 1)}",
                                hint=exc.hint) from None
@@ -219,3 +250,18 @@ def check_trainer_configs(recipe: Recipe) -> None:
                 except CaiError as exc:
                     raise CaiError(f"policy: {exc.message.replace('--soft-labels', 'soft_labels: true')}",
                                    hint="set policy.soft_labels: false, or drop those settings") from None
+
+
+def _check_launch(spec: TrainSpec, hardware: bool) -> None:
+    """A stage's ``accelerate_config``: readable always; runnable here (GPUs, DeepSpeed) when ``hardware``."""
+    if not spec.accelerate_config:
+        return
+    from cai.train.common import launch
+
+    try:
+        if hardware:
+            launch.resolve_config(spec.accelerate_config, spec.num_processes, launch.gpu_count())
+        else:
+            launch.read_config(launch.profile_path(spec.accelerate_config))
+    except CaiError as exc:
+        raise CaiError(f"accelerate_config {spec.accelerate_config}: {exc.message}", hint=exc.hint) from None

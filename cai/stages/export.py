@@ -1,7 +1,9 @@
 """Export records to a ``datasets.DatasetDict`` with TRL's column names.
 
 Splits are ``train_sft``/``test_sft`` and ``train_prefs``/``test_prefs``; a record's
-side depends only on a hash of its id and the seed (:func:`split_by_id`).
+side depends only on a hash of its id and the seed (:func:`split_by_id`). Provenance
+and the AI labeler's detail are struct columns. :mod:`cai.stages.export_files` writes
+the result as parquet splits with a dataset card (``cai export``, hub staging).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import hashlib
 import json
 import logging
 import os
+import types
+import typing
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from cai.core.errors import CaiError
 from cai.core.jsonl import PathLike, read_records
-from cai.core.records import Message, PreferenceRecord, make_id, to_chat
+from cai.core.records import LabelDetail, Message, PreferenceRecord, Provenance, make_id, to_chat
 
 if TYPE_CHECKING:
     import datasets
@@ -112,14 +116,107 @@ class SFTRow(BaseModel):
         return self
 
 
-def _provenance_json(prov: BaseModel | dict | None) -> str:
-    """Provenance as a JSON string column (``"null"`` when absent).
+def model_features(model: type[BaseModel]) -> dict[str, Any]:
+    """``datasets`` features of a pydantic model's fields (strings, numbers, lists, nested models).
 
-    >>> _provenance_json({"b": 1, "a": None}), _provenance_json(None)
-    ('{"a": null, "b": 1}', 'null')
+    >>> from cai.core.records import ConstitutionRef
+    >>> model_features(ConstitutionRef)["hash"]
+    Value('string')
+    >>> model_features(Provenance)["sampling"]["stop"]
+    List(Value('string'))
+    """
+    return {name: _feature(field.annotation) for name, field in model.model_fields.items()}
+
+
+def _feature(annotation: Any) -> Any:
+    import datasets
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in args if a is not type(None)]
+        return _feature(inner)
+    if origin is typing.Annotated:
+        return _feature(args[0])
+    if origin is typing.Literal or annotation is str:
+        return datasets.Value("string")
+    if origin in (list, tuple) and (origin is list or args[-1] is Ellipsis or len(set(args)) == 1):
+        return datasets.List(_feature(args[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return model_features(annotation)
+    scalars = {bool: "bool", int: "int64", float: "float64"}
+    if annotation in scalars:
+        return datasets.Value(scalars[annotation])
+    raise TypeError(f"no datasets feature for {annotation!r}")
+
+
+def _plain_provenance(prov: BaseModel | dict | None) -> dict[str, Any] | None:
+    """Provenance as a dict: cai's :class:`Provenance` checked and its given fields kept; others as they are.
+
+    >>> _plain_provenance({"seed": "3", "model": "m"}), _plain_provenance({"tool": "x"})
+    ({'model': 'm', 'seed': 3}, {'tool': 'x'})
     """
     if isinstance(prov, BaseModel):
-        prov = prov.model_dump(mode="json")
+        return prov.model_dump(mode="json")
+    if not isinstance(prov, dict):
+        return None
+    try:
+        return Provenance.model_validate(prov).model_dump(mode="json", exclude_unset=True)
+    except ValueError:
+        return prov  # another tool's provenance: kept as given (see provenance_feature)
+
+
+def _fits(prov: dict[str, Any], features: dict[str, Any]) -> bool:
+    """Whether every key of ``prov`` (nested dicts too) has a feature."""
+    return all(k in features and (not isinstance(v, dict) or isinstance(features[k], dict)
+                                  and _fits(v, features[k])) for k, v in prov.items())
+
+
+def _has_empty_struct(t: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_struct(t):
+        return t.num_fields == 0 or any(_has_empty_struct(t.field(i).type) for i in range(t.num_fields))
+    return pa.types.is_list(t) and _has_empty_struct(t.value_type)
+
+
+def provenance_feature(provs: Sequence[dict[str, Any] | None]) -> Any:
+    """The ``provenance`` column's feature: a struct of cai's :class:`Provenance` fields when every row's
+    fits (missing fields and absent provenance read as nulls), else the struct arrow infers from all rows;
+    a JSON string only when the rows cannot share one struct (a field that is a number here, text there).
+
+    >>> provenance_feature([None, {"model": "m"}])["constitution"]["hash"]
+    Value('string')
+    >>> provenance_feature([{"tool": "x"}, {"tool": "y", "n": 2}, None])
+    {'tool': Value('string'), 'n': Value('int64')}
+    >>> provenance_feature([{"n": 1}, {"n": "one"}])
+    Value('string')
+    """
+    import datasets
+    import pyarrow as pa
+    from datasets.features.features import generate_from_arrow_type
+
+    known = model_features(Provenance)
+    given = [p for p in provs if p]
+    if all(_fits(p, known) for p in given):
+        return known
+    try:
+        inferred = pa.array(given).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        inferred = None
+    if inferred is None or _has_empty_struct(inferred) or not pa.types.is_struct(inferred):
+        log.warning("provenance: the rows' fields disagree in type; exported as JSON strings")
+        return datasets.Value("string")
+    return generate_from_arrow_type(inferred)
+
+
+def _provenance_value(prov: dict[str, Any] | None, feature: Any) -> Any:
+    """A ``provenance`` cell for a column of ``feature`` (JSON text when that is a string column).
+
+    >>> _provenance_value({}, {"a": None}), _provenance_value({"a": 1}, "string")
+    (None, '{"a": 1}')
+    """
+    if isinstance(feature, dict):
+        return prov or None
     return json.dumps(prov, sort_keys=True, ensure_ascii=False)
 
 
@@ -128,7 +225,7 @@ def _sft_row(r: SFTRow) -> dict[str, Any]:
         "id": r.id,
         "prompt": to_chat(r.prompt),
         "completion": to_chat(r.completion),
-        "provenance": _provenance_json(r.provenance),
+        "provenance": _plain_provenance(r.provenance),
     }
 
 
@@ -141,7 +238,8 @@ def _pref_row(r: PreferenceRecord) -> dict[str, Any]:
         "p_chosen": float(r.p_chosen),
         "source": r.source,
         "weight": float(r.weight),
-        "provenance": _provenance_json(r.provenance),
+        "ai_label": r.ai_label.model_dump(mode="json") if r.ai_label is not None else None,
+        "provenance": _plain_provenance(r.provenance),
     }
 
 
@@ -181,41 +279,35 @@ def to_dataset(
     """SFT and/or preference JSONL as a DatasetDict: ``train_sft``/``test_sft``,
     ``train_prefs``/``test_prefs``.
 
-    Columns use TRL's names (messages are lists of ``{role, content}``) plus ``id``,
-    ``provenance`` (a JSON string) and, for preferences, ``p_chosen``, ``source``, ``weight``.
+    Columns use TRL's names (messages are lists of ``{role, content}``) plus ``id`` and
+    ``provenance`` (a struct, null where a record has none: :func:`provenance_feature`);
+    preferences add ``p_chosen``, ``source``, ``weight`` and ``ai_label`` (the labeler's
+    :class:`~cai.core.records.LabelDetail` struct, null for human pairs).
     """
     import datasets
 
     _check_fraction(test_fraction)
     if sft is None and prefs is None:
         raise CaiError("nothing to export", hint="pass an SFT file, a preference file, or both")
-    messages = [{"role": datasets.Value("string"), "content": datasets.Value("string")}]
+    sft_rows = [_sft_row(r) for r in _read_all(sft, SFTRow)] if sft is not None else []
+    pref_rows = [_pref_row(r) for r in _read_all(prefs, PreferenceRecord)] if prefs is not None else []
+    provenance = provenance_feature([r["provenance"] for r in sft_rows + pref_rows])
+    for r in sft_rows + pref_rows:
+        r["provenance"] = _provenance_value(r["provenance"], provenance)
+    messages = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
     parts: dict[str, datasets.Dataset] = {}
     if sft is not None:
-        features = datasets.Features(
-            {
-                "id": datasets.Value("string"),
-                "prompt": messages,
-                "completion": messages,
-                "provenance": datasets.Value("string"),
-            }
-        )
-        train, test = split_by_id([_sft_row(r) for r in _read_all(sft, SFTRow)], test_fraction, seed)
+        features = datasets.Features({"id": datasets.Value("string"), "prompt": messages,
+                                      "completion": messages, "provenance": provenance})
+        train, test = split_by_id(sft_rows, test_fraction, seed)
         parts["train_sft"], parts["test_sft"] = _table(train, features), _table(test, features)
     if prefs is not None:
-        features = datasets.Features(
-            {
-                "id": datasets.Value("string"),
-                "prompt": messages,
-                "chosen": messages,
-                "rejected": messages,
-                "p_chosen": datasets.Value("float64"),
-                "source": datasets.Value("string"),
-                "weight": datasets.Value("float64"),
-                "provenance": datasets.Value("string"),
-            }
-        )
-        rows = [_pref_row(r) for r in _read_all(prefs, PreferenceRecord)]
-        train, test = split_by_id(rows, test_fraction, seed)
+        features = datasets.Features({
+            "id": datasets.Value("string"), "prompt": messages, "chosen": messages, "rejected": messages,
+            "p_chosen": datasets.Value("float64"), "source": datasets.Value("string"),
+            "weight": datasets.Value("float64"), "ai_label": model_features(LabelDetail),
+            "provenance": provenance,
+        })
+        train, test = split_by_id(pref_rows, test_fraction, seed)
         parts["train_prefs"], parts["test_prefs"] = _table(train, features), _table(test, features)
     return datasets.DatasetDict(parts)

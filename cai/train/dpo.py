@@ -125,7 +125,8 @@ def check_cot_labels(paths: Sequence[str], soft_labels: bool) -> None:
     from cai.core.jsonl import read_records
     from cai.core.records import PreferenceRecord
 
-    cot = [p for p in paths for r in read_records(p, PreferenceRecord) if r.label is not None and r.label.cot]
+    cot = [p for p in paths for r in read_records(p, PreferenceRecord)
+           if r.ai_label is not None and r.ai_label.cot]
     if cot:
         raise CaiError(f"{cot[0]}: {len(cot)} pair(s) were labelled with --cot, whose labels are "
                        f"clamped to a "

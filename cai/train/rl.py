@@ -6,6 +6,13 @@ The policy samples answers to the prompts; a reward from
 (``judge:MODEL``), or a toy reward for tests. Several rewards may be given (TRL
 sums them, weighted by ``reward_weights``). Every ``RLOOConfig``/``GRPOConfig``
 key passes through (``num_generations``, ``max_completion_length``, ``beta``...).
+
+Generation on vLLM is TRL's own: ``use_vllm: true`` with ``vllm_mode: colocate`` (vLLM in
+each training process, sharing its GPU: ``vllm_gpu_memory_utilization``,
+``vllm_tensor_parallel_size``) or ``vllm_mode: server`` (a ``trl vllm-serve`` process:
+``vllm_server_base_url``, or ``vllm_server_host``/``vllm_server_port``). Building the
+config never imports vllm (a recipe validates anywhere); a run without the package
+stops at the start with one line (:func:`check_vllm`).
 """
 
 from __future__ import annotations
@@ -69,6 +76,73 @@ def check_batch(cfg: Any, world_size: int = 1) -> None:
                             "a multiple of num_generations")
 
 
+VLLM_MODES = ("colocate", "server")
+
+
+def check_vllm_settings(cfg: Any) -> None:
+    """Refuse vLLM settings that contradict each other (checked when a recipe is validated; needs no vllm).
+
+    >>> from types import SimpleNamespace as NS
+    >>> check_vllm_settings(NS(use_vllm=True, vllm_mode="server", vllm_server_base_url="http://h:8000"))
+    >>> check_vllm_settings(NS(use_vllm=True, vllm_mode="remote",
+    ...                        vllm_server_base_url=None))  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    cai.core.errors.CaiError: vllm_mode 'remote' is not colocate or server (fix: vllm_mode: colocate (vLLM
+    in the training processes) or server (a `trl vllm-serve` process))
+    >>> check_vllm_settings(NS(use_vllm=True, vllm_mode="colocate",
+    ...                        vllm_server_base_url="http://h:8000"))  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    cai.core.errors.CaiError: vllm_server_base_url is set but vllm_mode is colocate, which starts its own
+    vLLM and ignores it (fix: set vllm_mode: server to use that server)
+    """
+    if not getattr(cfg, "use_vllm", False):
+        return
+    mode = getattr(cfg, "vllm_mode", "colocate")
+    if mode not in VLLM_MODES:
+        raise CaiError(f"vllm_mode {mode!r} is not colocate or server",
+                       hint="vllm_mode: colocate (vLLM in the training processes) or server (a `trl "
+                            "vllm-serve` process)")
+    if mode == "colocate" and getattr(cfg, "vllm_server_base_url", None):
+        raise CaiError("vllm_server_base_url is set but vllm_mode is colocate, which starts its own vLLM and "
+                       "ignores it", hint="set vllm_mode: server to use that server")
+
+
+def check_vllm(cfg: Any, available: bool | None = None, cuda: bool | None = None) -> None:
+    """At the start of training: ``use_vllm`` needs the vllm package, and colocate mode a CUDA GPU.
+
+    >>> from types import SimpleNamespace as NS
+    >>> check_vllm(NS(use_vllm=False), available=False)
+    >>> check_vllm(NS(use_vllm=True, vllm_mode="server", vllm_server_base_url="http://h:8000"),
+    ...            available=False)  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    cai.core.errors.CaiError: use_vllm: true (vllm_mode server) needs the vllm package, which is not installed
+    here (fix: pip install vllm on a CUDA machine (TRL's extra: trl[vllm]), or set use_vllm: false to sample
+    with transformers)
+    """
+    if not getattr(cfg, "use_vllm", False):
+        return
+    check_vllm_settings(cfg)
+    mode = getattr(cfg, "vllm_mode", "colocate")
+    if available is None:
+        import importlib.util
+
+        available = importlib.util.find_spec("vllm") is not None
+    if not available:
+        raise CaiError(f"use_vllm: true (vllm_mode {mode}) needs the vllm package, which is not installed "
+                       "here",
+                       hint="pip install vllm on a CUDA machine (TRL's extra: trl[vllm]), or set "
+                            "use_vllm: false to sample with transformers")
+    if mode == "colocate":
+        if cuda is None:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        if not cuda:
+            raise CaiError("use_vllm: true with vllm_mode colocate runs vLLM on this process's GPU, and none "
+                           "is visible", hint="run on CUDA GPUs, or use vllm_mode: server with a "
+                                              "`trl vllm-serve` on a GPU machine")
+
+
 def build_rewards(specs: Sequence[str | Callable], tokenizer: Any, *, device: str | None = None,
                   batch_size: int = 8,
                   judge_question: str | None = None) -> tuple[list[Callable], list[dict]]:
@@ -113,6 +187,7 @@ def train_rl(
     _, trainer_cls = rl_classes(algorithm)
     cfg = config if config is not None else default_rl_config(algorithm, output_dir)
     cfg.output_dir = str(output_dir)
+    check_vllm(cfg)  # before any model loads
     dataset = prompt_dataset(prompts)
     tok = load_tokenizer(model, chat_template=options.chat_template,
                          trust_remote_code=options.trust_remote_code)

@@ -70,7 +70,7 @@ def test_kill_9_then_rerun_labels_each_pair_once(tmp_path, tiny_model_dir):
     assert len(labs) == n_pairs and len({x["id"] for x in labs}) == n_pairs
     prefs = lines(run / "preferences.jsonl")
     assert len(prefs) == sum(x["status"] == "ok" for x in labs)
-    assert all(p["source"] == "ai" and 0.5 <= p["p_chosen"] <= 1 and p["label"]["method"] == "logprobs"
+    assert all(p["source"] == "ai" and 0.5 <= p["p_chosen"] <= 1 and p["ai_label"]["method"] == "logprobs"
                for p in prefs)
     stats = json.loads((run / "stats.json").read_text())
     assert stats["pairs"] == n_pairs and "pairs" in r.stdout

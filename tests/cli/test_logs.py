@@ -89,3 +89,37 @@ def test_a_command_appends_to_its_run_folder_log(tmp_path):
         assert out.returncode == 0, out.stderr
     lines = [ln for ln in (tmp_path / "audit" / "cai.log").read_text().splitlines() if "wrote" in ln]
     assert len(lines) == 2 and all(re.match(rf"{STAMP} INFO cai.audit.refusal: wrote ", ln) for ln in lines)
+
+
+@pytest.mark.parametrize("flag, screen_info, screen_debug, bar", [("--quiet", False, False, False),
+                                                                   (None, True, False, True),
+                                                                   ("--verbose", True, True, True)])
+def test_quiet_and_verbose_set_the_screen_not_the_log_file(tmp_path, flag, screen_info, screen_debug, bar):
+    code = (
+        "import logging, sys, typer\n"
+        "import cai.cli as c\n"
+        "from cai.cli.logs import setup_logging\n"
+        "def work():\n"
+        "    from tqdm import tqdm\n"
+        "    setup_logging('run')\n"
+        "    logging.getLogger('cai.stage').info('stage ran')\n"
+        "    logging.getLogger('cai.stage').debug('detail')\n"
+        "    logging.getLogger('cai.stage').warning('careful')\n"
+        "    for _ in tqdm(range(3), desc='workbar', mininterval=0): pass\n"
+        "c.app.command('work')(work)\n"
+        f"sys.argv = ['cai', {flag!r}, 'work'] if {flag!r} else ['cai', 'work']\n"
+        "c.main()\n")
+    out = _python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert ("stage ran" in out.stderr) == screen_info, out.stderr
+    assert ("detail" in out.stderr) == screen_debug, out.stderr
+    assert "careful" in out.stderr
+    assert ("workbar" in out.stderr) == bar, out.stderr
+    log = (tmp_path / "run" / "cai.log").read_text()
+    assert "stage ran" in log and "careful" in log, log
+
+
+def test_verbose_and_quiet_together_is_one_line(tmp_path):
+    out = _python("import sys\nfrom cai.cli import main\nsys.argv = ['cai', '-v', '-q', 'env']\nmain()\n",
+                  tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--quiet" in out.stderr

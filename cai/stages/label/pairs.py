@@ -149,30 +149,39 @@ def read_pairs_file(path: PathLike, pairing: Pairing = "all") -> tuple[list[Pair
     """
     import json
 
+    from cai.sources.columns import rename
+    from cai.sources.load import first_row
+    from cai.sources.spec import parse_source
     from cai.stages.export import SFTRow
 
-    p = Path(path)
-    if not p.is_file():
-        raise CaiError(f"{p}: no such file", hint="give a JSONL file of pairs or answers")
+    src = parse_source(path)  # any source (cai.sources); a plain .jsonl file is read as before
+    p = Path(src.location)
     first: dict[str, Any] | None = None
-    with p.open(encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except ValueError:
-                    first = None
-                if not isinstance(first, dict):
-                    raise CaiError(f"{p}:{n}: expected a JSON object", hint="write one {...} object a line")
-                break
+    if src.kind != "jsonl":
+        first = first_row(src.text)
+    else:
+        if not p.is_file():
+            raise CaiError(f"{p}: no such file", hint="give a JSONL file of pairs or answers")
+        with p.open(encoding="utf-8", errors="replace") as fh:
+            for n, line in enumerate(fh, start=1):
+                if line.strip():
+                    try:
+                        first = json.loads(line)
+                    except ValueError:
+                        first = None
+                    if not isinstance(first, dict):
+                        raise CaiError(f"{p}:{n}: expected a JSON object",
+                                       hint="write one {...} object a line")
+                    first = rename(first, src.columns)
+                    break
     if first is None:
         raise CaiError(f"{p}: no records", hint="write one pair or answer a line")
-    if "chosen" in first or "rejected" in first:
-        pairs = pairs_from_preferences(read_records(p, PreferenceRecord))
+    if "chosen" in first or "rejected" in first or "response_0" in first:
+        pairs = pairs_from_preferences(read_records(src.text, PreferenceRecord))
         return pairs, PairingReport(prompts=len({make_id(to_chat(x.prompt)) for x in pairs}),
                                     answers=2 * len(pairs), pairs=len(pairs))
     if "completion" in first:
-        return pairs_from_completions(read_records(p, SFTRow), pairing)
+        return pairs_from_completions(read_records(src.text, SFTRow), pairing)
     raise CaiError(
         f"{p}:1: neither a pair (prompt/chosen/rejected) nor an answer (prompt/completion)",
         hint="see `cai label --help` for the two --responses formats",

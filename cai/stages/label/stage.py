@@ -30,6 +30,7 @@ from cai.core.resume import fill_jsonl
 from cai.stages.label.labeler import LabelConfig, label_id_for, label_records
 from cai.stages.label.outputs import Filters, build_outputs, human_preferences
 from cai.stages.label.pairs import Pair
+from cai.stages.label.pools import PoolWeighting, apply_pool_weights
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,13 @@ def label_into(path: Path, pairs: Sequence[Pair], constitution: Constitution, fe
     return ids
 
 
-def read_humans(files: Sequence[Path], weight: float) -> list[PreferenceRecord]:
+def read_humans(files: Sequence[Path], weight: float, pools: PoolWeighting | None = None
+                ) -> list[PreferenceRecord]:
     """Human preference pairs to merge, as ``source: human`` records weighted by ``weight`` (read before any
-    work)."""
-    return [h for f in files for h in human_preferences(read_records(f, PreferenceRecord), weight)]
+    work), then by pool over all the files together (``pools``: see
+    :func:`cai.stages.label.pools.pool_weights`)."""
+    humans = [h for f in files for h in human_preferences(read_records(f, PreferenceRecord), weight)]
+    return apply_pool_weights(humans, pools)[0] if pools is not None and pools.active else humans
 
 
 def run_label(
@@ -112,11 +116,13 @@ def run_label(
     extra: dict[str, Any] | None = None,
     backend: Callable[[], Backend] | None = None,
     audit: dict[str, Any] | None = None,
+    pools: PoolWeighting | None = None,
 ) -> dict[str, Any]:
     """Label ``pairs`` into ``out_dir/labels.jsonl``, rebuild ``preferences.jsonl`` and ``stats.json``; the
     stats.
 
-    ``humans`` (from :func:`read_humans`) are merged in after the AI labels; ``audit`` (a
+    ``humans`` (from :func:`read_humans`) are merged in after the AI labels (``pools``: the weighting they
+    were read with, reported in ``stats["pools"]``); ``audit`` (a
     ``cai audit labeler`` result for this feedback model) joins the signal verdict, ``stats["signal"]``.
     """
     out = Path(out_dir)
@@ -125,4 +131,4 @@ def run_label(
     ids = label_into(out / LABELS_FILE, pairs, constitution, feedback, labeler, backend=backend)
     facts = {"feedback_model": feedback.name, "feedback_backend": feedback.backend,
              "constitution": constitution.ref().model_dump(), "config": labeler.identity(), **(extra or {})}
-    return build_outputs(out, ids, config.filters(), humans, extra=facts, audit=audit)
+    return build_outputs(out, ids, config.filters(), humans, extra=facts, audit=audit, pools=pools)

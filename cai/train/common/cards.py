@@ -1,11 +1,16 @@
 """The model card (``README.md``) a training run leaves in its output directory.
 
-It names the base model; each data file with its sha256, record count and label
-sources; the constitution(s) (name, version, hash) read from the records'
-provenance; the labeler audit summary when an ``audit.json`` sits beside a
-preference file or is passed with ``--audit``; the config (fields changed from
-the trainer's defaults); and the final metrics. The same facts go to
-``cai_card.json`` for programs. Both are written atomically.
+A ``huggingface_hub.ModelCard`` whose metadata the hub reads: ``base_model`` as a
+hub id where one is known (:func:`cai.core.lineage.hub_base_model`; left out for
+a local model without one, never a path), ``datasets`` (the training data's hub
+ids, where it came from the hub), ``license`` (the base model's), ``tags``,
+``pipeline_tag`` and the constitution(s) (name, version, hash) read from the
+records' provenance. The body names each data file with its sha256, record count
+and label sources; each constitution, with its YAML when a shipped one has that
+hash; the labeler audit summary when an ``audit.json`` sits beside a preference
+file or is passed with ``--audit``; the config (fields changed from the trainer's
+defaults); and the final metrics. The same facts go to ``cai_card.json`` for
+programs. Both are written atomically.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ class DataFileInfo:
 
     path: str
     role: str
-    sha256: str
-    records: int
+    sha256: str | None
+    records: int | None
     constitutions: list[dict[str, Any]] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
+    hub_id: str | None = None  # the hub dataset it was read from, if any
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -58,7 +64,7 @@ def _constitution_of(obj: dict[str, Any]) -> tuple[str, str, str] | None:
     (None, None)
     """
     prov = obj.get("provenance")
-    if isinstance(prov, str):  # exported datasets keep it as a JSON string
+    if isinstance(prov, str):  # provenance kept as JSON text (older exports, other tools)
         try:
             prov = json.loads(prov)
         except ValueError:
@@ -70,10 +76,24 @@ def _constitution_of(obj: dict[str, Any]) -> tuple[str, str, str] | None:
 
 
 def describe_data(path: str | os.PathLike, role: str) -> DataFileInfo:
-    """sha256, record count, constitutions and label sources of a JSONL data file."""
+    """sha256, record count, constitutions and label sources of a JSONL data file.
+
+    A hub dataset (``org/name[:config[:split]]``) or a folder is named only (no hash, no count);
+    another file (parquet, CSV..., or a source string with a ``#`` column mapping) gets its hash only.
+    """
+    from cai.core.lineage import hub_dataset_id
+
     p = Path(path)
+    hub_id = hub_dataset_id(path)
+    if hub_id is not None or p.is_dir():
+        return DataFileInfo(path=os.fspath(path), role=role, sha256=None, records=None, hub_id=hub_id)
+    if not p.is_file() and Path(os.fspath(path).split("#", 1)[0]).is_file():
+        p = Path(os.fspath(path).split("#", 1)[0])
+        return DataFileInfo(path=os.fspath(path), role=role, sha256=sha256_file(p), records=None)
     if not p.is_file():
         raise CaiError(f"{p}: no such data file")
+    if p.suffix.lower() in (".parquet", ".csv", ".tsv", ".arrow"):
+        return DataFileInfo(path=str(p), role=role, sha256=sha256_file(p), records=None)
     consts: Counter[tuple[str, str, str]] = Counter()
     sources: Counter[str] = Counter()
     n = 0
@@ -173,26 +193,66 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render_card(facts: Mapping[str, Any]) -> str:
-    """The card's Markdown (with Hugging Face front matter) from the facts dict."""
-    lines = ["---", f"base_model: {json.dumps(facts['base_model'])}", "library_name: transformers",
-             "tags:", "- cai", "- trl", f"- {facts['trainer']}", "---", "",
-             f"# {facts['trainer'].upper()} model trained with cai", "",
-             f"- base model: `{facts['base_model']}`",
+def card_metadata(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's YAML metadata from the facts dict (``None`` values are left out of the card).
+
+    >>> const = {"name": "c", "version": "1", "hash": "ab"}
+    >>> m = card_metadata({"trainer": "dpo", "base_model_hub_id": "org/base", "license": "mit",
+    ...     "data": [{"hub_id": "org/prefs", "constitutions": [const]}]})
+    >>> m["base_model"], m["datasets"], m["license"], m["pipeline_tag"], m["tags"][-1]
+    ('org/base', ['org/prefs'], 'mit', 'text-generation', 'dpo')
+    >>> m["constitution"]
+    [{'name': 'c', 'version': '1', 'hash': 'ab'}]
+    """
+    hub_data = sorted({d["hub_id"] for d in facts["data"] if d.get("hub_id")})
+    return {
+        "base_model": facts.get("base_model_hub_id"),
+        "datasets": hub_data or None,
+        "license": facts.get("license"),
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification" if facts["trainer"] == "reward_model" else "text-generation",
+        "tags": ["cai", "constitutional-ai", "trl", facts["trainer"]],
+        "constitution": _constitutions(facts) or None,
+    }
+
+
+def _constitutions(facts: Mapping[str, Any]) -> list[dict[str, str]]:
+    found = {(c["name"], c["version"], c["hash"]) for d in facts["data"] for c in d.get("constitutions", [])}
+    return [{"name": n, "version": v, "hash": h} for n, v, h in sorted(found)]
+
+
+def _data_row(d: Mapping[str, Any]) -> str:
+    src = ", ".join(f"{k}: {v}" for k, v in d["sources"].items()) or "-"
+    where = f"[{d['hub_id']}](https://huggingface.co/datasets/{d['hub_id']}) `{d['path']}`" if d.get(
+        "hub_id") else f"`{d['path']}`"
+    sha = f"`{d['sha256']}`" if d.get("sha256") else "-"
+    records = d["records"] if d.get("records") is not None else "-"
+    return f"| {d['role']} | {where} | {records} | {sha} | {src} |"
+
+
+def render_body(facts: Mapping[str, Any]) -> str:
+    """The card's Markdown body (below the metadata) from the facts dict."""
+    from cai.core.lineage import constitution_yaml
+
+    base = facts["base_model"]
+    hub = facts.get("base_model_hub_id")
+    lines = [f"# {facts['trainer'].upper()} model trained with cai", "",
+             f"- base model: `{base}`" + (f" ([{hub}](https://huggingface.co/{hub}))" if hub and hub != base
+                                           else ""),
              f"- trainer: {facts['trainer']} (cai {facts['cai_version']})",
              f"- finished: {facts['finished_at']}", ""]
-    consts = {(c["name"], c["version"], c["hash"]) for d in facts["data"] for c in d["constitutions"]}
-    lines.append("## Constitution")
-    lines.append("")
-    if consts:
-        lines += [f"- {n} version {v} (hash `{h}`)" for n, v, h in sorted(consts)]
-    else:
+    lines += ["## Constitution", ""]
+    consts = _constitutions(facts)
+    if not consts:
         lines.append("- none recorded in the data's provenance")
+    for c in consts:
+        lines.append(f"- {c['name']} version {c['version']} (hash `{c['hash']}`)")
+        text = constitution_yaml(c)
+        if text:
+            lines += ["", "```yaml", text.rstrip(), "```", ""]
     lines += ["", "## Data", "", "| role | file | records | sha256 | label sources |",
               "|---|---|---|---|---|"]
-    for d in facts["data"]:
-        src = ", ".join(f"{k}: {v}" for k, v in d["sources"].items()) or "-"
-        lines.append(f"| {d['role']} | `{d['path']}` | {d['records']} | `{d['sha256']}` | {src} |")
+    lines += [_data_row(d) for d in facts["data"]]
     if facts.get("audit"):
         lines += ["", "## Labeler audit", "", f"From `{facts['audit']['path']}`:", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in facts["audit"]["summary"].items()]
@@ -203,6 +263,16 @@ def render_card(facts: Mapping[str, Any]) -> str:
     lines += ["", "## Config (changed from the trainer's defaults)", "", "```json",
               json.dumps(facts["config"], indent=2, sort_keys=True, ensure_ascii=False), "```", ""]
     return "\n".join(lines)
+
+
+def render_card(facts: Mapping[str, Any]) -> str:
+    """The card (a ``huggingface_hub.ModelCard``: YAML metadata, then Markdown) from the facts dict."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(**{k: v for k, v in card_metadata(facts).items() if v is not None})
+    card = ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}",
+                                   body=render_body(facts))
+    return str(card)
 
 
 def write_model_card(
@@ -236,9 +306,13 @@ def write_model_card(
         cfg = dict(config)
     else:
         cfg = config_to_dict(config, only_changed=True)
+    from cai.core.lineage import hub_base_model, model_license
+
     facts = {
         "trainer": trainer,
         "base_model": base_model,
+        "base_model_hub_id": hub_base_model(base_model),
+        "license": model_license(base_model),
         "cai_version": __version__,
         "finished_at": utc_now(),
         "data": [d.__dict__ for d in data],

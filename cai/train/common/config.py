@@ -25,13 +25,15 @@ cai.core.errors.CaiError: --set learning_rat=1: unknown key 'learning_rat' for D
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import enum
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +42,35 @@ import yaml
 from cai.core.errors import CaiError
 
 T = TypeVar("T")
+
+# False inside `without_hardware()`: configs are built to check their keys, not to train on this machine
+_HARDWARE = contextvars.ContextVar("cai_config_hardware", default=True)
+
+
+@contextlib.contextmanager
+def without_hardware() -> Iterator[None]:
+    """Build configs as for another machine: keys and values are checked, this machine's hardware is not.
+
+    ``cai run --dry-run`` validates a GPU recipe on a laptop this way: inside, a config is built with
+    ``use_cpu`` (so ``bf16: true`` needs no bf16 GPU) and without ``tf32`` (checked against the GPU's
+    architecture); a real run builds them as they are, and fails on this machine with one line.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class D:
+    ...     use_cpu: bool = False
+    ...     tf32: bool | None = None
+    >>> with without_hardware():
+    ...     build_config(D, options={"tf32": True})
+    D(use_cpu=True, tf32=None)
+    >>> build_config(D, options={"tf32": True})
+    D(use_cpu=False, tf32=True)
+    """
+    token = _HARDWARE.set(False)
+    try:
+        yield
+    finally:
+        _HARDWARE.reset(token)
 
 
 def field_names(cls: type) -> list[str]:
@@ -194,10 +225,21 @@ def build_config(
     for item in overrides or ():
         k, v = parse_set(item)
         put(k, v, f"--set {item}")
+    if not _HARDWARE.get():
+        if "use_cpu" in valid:
+            merged["use_cpu"] = True
+        if isinstance(merged.get("tf32"), bool):
+            merged.pop("tf32")
     try:
         return cls(**merged)
     except (TypeError, ValueError) as exc:
         msg = " ".join(str(exc).split())
+        if "doesn't support bf16/gpu" in msg:  # transformers' check of this machine
+            where = origin.get("bf16", "the config")
+            raise CaiError(f"{cls.__name__}: bf16: true (from {where}) needs a GPU with bf16 (Ampere or "
+                           "newer) and this machine has none",
+                           hint="run on such a GPU, or set bf16: false; `cai run --dry-run` checks a recipe "
+                                "without the hardware") from None
         keys = ", ".join(f"{k} (from {origin[k]})" for k in merged if k in msg) or "the config"
         raise CaiError(f"{cls.__name__}: {msg[:300]}", hint=f"check {keys}") from None
 

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from cai.backends.hf.loading import from_pretrained, pick_device, pick_dtype, resolve_model
+from cai.backends.hf.loading import from_pretrained, is_int8, pick_device, pick_dtype, resolve_model
 from cai.core.errors import CaiError
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,19 @@ def load_tokenizer(name: str, *, pad_token: str | None = None, chat_template: st
 
 
 def model_dtype(dtype: str | None = None) -> Any:
-    """The torch dtype to train in: fp32 on CPU, bf16/fp16 on a GPU, or what the user named."""
+    """The torch dtype to train in: fp32 on CPU, bf16/fp16 on a GPU, or what the user named.
+
+    ``int8`` is for generation only (:mod:`cai.backends.hf.quantize`): training ignores it, with a warning,
+    and uses the default.
+
+    >>> model_dtype("int8") == model_dtype(None)
+    True
+    """
+    if is_int8(dtype):
+        default = str(model_dtype(None)).split(".")[-1]
+        logging.getLogger(__name__).warning("dtype int8 is for generation only: training in %s instead",
+                                            default)
+        dtype = None
     return pick_dtype(pick_device(None), dtype)
 
 

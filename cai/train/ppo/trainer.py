@@ -259,20 +259,27 @@ class PPOTrainer:
 
     def train(self, on_step: Any = None) -> list[dict[str, float]]:
         """Run ``num_steps`` PPO steps; returns every step's metrics row."""
+        from tqdm import tqdm
+
         from cai.train.ppo.rollout import prompt_batches
 
         cfg, acc = self.cfg, self.accelerator
         local = cfg.local_batch_size()
         batches = prompt_batches(len(self.prompts), cfg.batch_size(acc.num_processes), cfg.seed)
         history = []
-        for _ in range(self.num_steps):
-            global_idx = next(batches)
-            mine = global_idx[acc.process_index * local : (acc.process_index + 1) * local]
-            row, rollout, raw = self.step(mine)
-            history.append(row)
-            log.info("step %d/%d %s", self.step_count, self.num_steps, format_metrics(row))
-            if on_step is not None:
-                on_step(row, [self.prompts[i] for i in mine], rollout, raw)
+        # One bar on the main process; the ETA is the mean step time so far (smoothing=0), honest from step 1.
+        with tqdm(total=self.num_steps, desc="ppo", unit="step", dynamic_ncols=True, mininterval=0,
+                  smoothing=0, disable=not acc.is_main_process) as bar:
+            for _ in range(self.num_steps):
+                global_idx = next(batches)
+                mine = global_idx[acc.process_index * local : (acc.process_index + 1) * local]
+                row, rollout, raw = self.step(mine)
+                history.append(row)
+                log.info("step %d/%d %s", self.step_count, self.num_steps, format_metrics(row))
+                bar.set_postfix_str(format_metrics({k: row[k] for k in ("reward", "kl") if k in row}))
+                bar.update(1)
+                if on_step is not None:
+                    on_step(row, [self.prompts[i] for i in mine], rollout, raw)
         return history
 
 

@@ -38,20 +38,23 @@ def cai(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.Comp
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_shipped_recipe_validates(path):
+    from cai.sources.spec import parse_source
+
     loaded = load_recipe(path)
     assert loaded and all(item.recipe.stage_names()[:2] == ["split", "critique"] for item in loaded)
     for item in loaded:
-        for p in item.recipe.prompts.redteam:
-            assert p.is_absolute()
+        for p in item.recipe.prompts.redteam:  # a local file resolved from the recipe's folder, or a hub id
+            assert p.is_absolute() or parse_source(str(p)).kind == "hub"
 
 
 def test_shipped_recipes_cover_the_brief():
     names = {p.stem for p in RECIPES}
-    assert {"quickstart", "no-medical-advice", "concise-friendly", "regions", "gpu-7b-vllm"} <= names
+    assert {"quickstart", "quickstart-iterative", "no-medical-advice", "concise-friendly", "regions",
+            "gpu-7b-vllm"} <= names
     quick = load_recipe(ROOT / "examples" / "recipes" / "quickstart.yaml")[0].recipe
     assert quick.model.name == "default" and Path(quick.constitution).name == "harmless.yaml"
     gpu = load_recipe(ROOT / "examples" / "recipes" / "gpu-7b-vllm.yaml")[0].recipe
-    assert (gpu.model.backend == "openai" and gpu.model.base_url
+    assert (gpu.model.engine.managed == "vllm" and gpu.model.engine.lora
             and gpu.policy.train.accelerate_config == "zero3")
     assert gpu.policy.train.lora is not None
     regions = load_recipe(ROOT / "examples" / "recipes" / "regions.yaml")

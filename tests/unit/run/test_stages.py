@@ -125,7 +125,7 @@ def test_full_run_rerun_constitution_edit_and_hub(tmp_path, short_model):
     assert "HF_HUB_OFFLINE is set: nothing was pushed" in again.stdout
     card = (run_dir / "hub" / "tiny-policy" / "README.md").read_text()
     assert "## Constitution" in card and "harmless" in card and "precompute_ref_log_probs" in card
-    assert (run_dir / "hub" / "tiny-sft-data" / "sft.jsonl").is_file()
+    assert (run_dir / "hub" / "tiny-sft-data" / "data" / "train_sft-00000-of-00001.parquet").is_file()
 
     forced = cai("run", str(recipe), "--from", "policy", "--force", "policy", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr[-3000:]

@@ -14,7 +14,8 @@ from cai.core.records import CompletionRecord, Message, PreferenceRecord, Proven
 from cai.stages.export import SFTRow, to_dataset
 
 SFT_COLUMNS = ["id", "prompt", "completion", "provenance"]
-PREF_COLUMNS = ["id", "prompt", "chosen", "rejected", "p_chosen", "source", "weight", "provenance"]
+PREF_COLUMNS = ["id", "prompt", "chosen", "rejected", "p_chosen", "source", "weight", "ai_label",
+                "provenance"]
 
 
 def _user(text: str) -> list[dict]:
@@ -79,12 +80,15 @@ def test_to_dataset_splits_and_columns(tmp_path):
 
     row = next(r for r in dd["train_sft"].to_list() + dd["test_sft"].to_list() if r["id"] == "s3")
     assert row["prompt"] == _user("question 3") and row["completion"] == _assistant("revised answer 3")
-    assert json.loads(row["provenance"])["principle_ids"] == ["harmless"]
+    assert row["provenance"]["principle_ids"] == ["harmless"] and row["provenance"]["seed"] == 3
+    assert row["provenance"]["constitution"] is None  # a struct: fields the record lacks are null
 
     prefs_rows = dd["train_prefs"].to_list() + dd["test_prefs"].to_list()
     assert {r["source"] for r in prefs_rows} == {"ai"} and {r["p_chosen"] for r in prefs_rows} == {0.75}
-    provs = [json.loads(r["provenance"]) for r in prefs_rows]
+    provs = [r["provenance"] for r in prefs_rows]  # mixed: some rows have none
     assert None in provs and any(p and p["model"] == "tiny" for p in provs)
+    assert isinstance(dd["train_prefs"].features["provenance"], dict)
+    assert dd["train_prefs"].features["provenance"] == dd["train_sft"].features["provenance"]
 
 
 def test_same_ids_same_split_regardless_of_order(tmp_path):
@@ -118,7 +122,7 @@ def test_sft_accepts_strings_completion_records_and_missing_ids(tmp_path):
     got = {r["id"]: r for r in dd["train_sft"].to_list()}
     plain_id = make_id(_user("plain q"), _assistant("plain a"))
     assert set(got) == {"c1", plain_id}
-    assert got[plain_id]["completion"] == _assistant("plain a") and got[plain_id]["provenance"] == "null"
+    assert got[plain_id]["completion"] == _assistant("plain a") and got[plain_id]["provenance"] is None
     assert SFTRow.model_validate(rows[1]).id == plain_id
 
 
@@ -158,9 +162,12 @@ def test_cli_export(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "train_sft:" in result.output and "test_prefs:" in result.output and str(out) in result.output
-    loaded = datasets.load_from_disk(str(out))
-    assert set(loaded) == {"train_sft", "test_sft", "train_prefs", "test_prefs"}
+    loaded = datasets.load_dataset(str(out.resolve()))
+    assert list(loaded) == ["train_sft", "test_sft", "train_prefs", "test_prefs"]
     assert loaded["train_sft"].num_rows + loaded["test_sft"].num_rows == 30
+    assert loaded["train_prefs"].num_rows + loaded["test_prefs"].num_rows == 30
+    assert sorted(p.name for p in (out / "data").iterdir()) == sorted(
+        f"{s}-00000-of-00001.parquet" for s in loaded)
 
     again = CliRunner().invoke(app, [*args, "--seed", "1"])  # an earlier export may be replaced
     assert again.exit_code == 0, again.output
@@ -190,3 +197,19 @@ def test_cli_help_lists_options():
     assert result.exit_code == 0
     for opt in ("--sft", "--prefs", "--output", "--test-fraction", "--seed"):
         assert opt in result.output
+
+
+def test_cli_export_replaces_an_old_save_to_disk_export(tmp_path):
+    import datasets
+
+    sft = _jsonl(tmp_path / "sft.jsonl", _sft_rows(10))
+    out = tmp_path / "ds"
+    from cai.stages.export import to_dataset as make
+
+    make(sft=sft, test_fraction=0.0).save_to_disk(str(out))  # what earlier versions wrote
+    result = CliRunner().invoke(app, ["export", "--sft", str(sft), "-o", str(out), "--test-fraction", "0"])
+    assert result.exit_code == 0, result.output
+    assert "test_sft: 0 rows (empty: left out)" in result.output
+    assert not (out / "dataset_dict.json").exists() and not (out / "train_sft").exists()
+    loaded = datasets.load_dataset(str(out.resolve()))
+    assert list(loaded) == ["train_sft"] and loaded["train_sft"].num_rows == 10

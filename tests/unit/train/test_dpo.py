@@ -107,9 +107,9 @@ def test_hard_label_dpo_refuses_chain_of_thought_labels(tmp_path):
 
     path = write_toy_prefs(tmp_path / "p.jsonl", 3)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    rows[1]["label"] = {"label_id": "x", "feedback_model": "m", "feedback_backend": "hf",
-                        "method": "logprobs", "principle_ids": ["p"], "margin": 0.2, "p_chosen_as_a": 0.6,
-                        "p_chosen_as_b": 0.6, "position_consistent": True, "cot": True}
+    rows[1]["ai_label"] = {"label_id": "x", "feedback_model": "m", "feedback_backend": "hf",
+                           "method": "logprobs", "principle_ids": ["p"], "margin": 0.2, "p_chosen_as_a": 0.6,
+                           "p_chosen_as_b": 0.6, "position_consistent": True, "cot": True}
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(CaiError, match="1 pair\\(s\\) were labelled with --cot.*--soft-labels"):
         check_cot_labels([str(path)], soft_labels=False)

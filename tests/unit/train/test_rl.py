@@ -80,3 +80,51 @@ def test_rl_batch_must_hold_whole_groups(tmp_path):
 
     with pytest.raises(CaiError, match="num_generations"):
         check_batch(default_rl_config("rloo", tmp_path, per_device_train_batch_size=3, num_generations=2))
+
+
+VLLM = {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": "http://gpu01:8000",
+        "vllm_gpu_memory_utilization": 0.5}
+NO_VLLM = pytest.mark.skipif("__import__('importlib.util').util.find_spec('vllm') is not None",
+                             reason="checks a machine without vllm")
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_vllm_settings_reach_the_trl_config_without_importing_vllm(method, tmp_path):
+    from cai.train.jobs import TrainJob, trainer_config
+
+    cfg = trainer_config(TrainJob(method, ("p.jsonl",), str(tmp_path), settings=VLLM))
+    assert (cfg.use_vllm, cfg.vllm_mode, cfg.vllm_server_base_url, cfg.vllm_gpu_memory_utilization) == (
+        True, "server", "http://gpu01:8000", 0.5)
+    assert "vllm" not in sys.modules
+
+
+def test_recipe_vllm_settings_validate_without_vllm_and_bad_ones_are_one_line(tmp_path):
+    from cai.core.errors import CaiError
+    from cai.run.load import load_recipe
+    from cai.run.train_stages import check_trainer_configs
+
+    def recipe(config: str):
+        p = tmp_path / "r.yaml"
+        p.write_text(f"name: v\nprompts: {{redteam: {ROOT / 'examples' / 'prompts' / 'redteam.jsonl'}}}\n"
+                     f"policy: {{method: grpo, reward: 'toy:contains=a', train: {{config: {config}}}}}\n")
+        return load_recipe(p)[0].recipe
+
+    check_trainer_configs(recipe(json.dumps(VLLM)))
+    with pytest.raises(CaiError, match=r"^policy.train: vllm_mode 'remote' is not colocate or server"):
+        check_trainer_configs(recipe("{use_vllm: true, vllm_mode: remote}"))
+    with pytest.raises(CaiError, match="vllm_server_base_url is set but vllm_mode is colocate"):
+        check_trainer_configs(recipe("{use_vllm: true, vllm_server_base_url: 'http://h:8000'}"))
+    assert "vllm" not in sys.modules
+
+
+@NO_VLLM
+def test_grpo_cli_asking_for_vllm_without_it_stops_in_one_line_at_the_start(tiny_model_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    from tests.helpers.cli import one_line_error, run_cli
+
+    sets = [a for k, v in VLLM.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    code, _, err = run_cli(["train", "grpo", "--prompts", str(_prompts(tmp_path / "p.jsonl")), "--reward",
+                            "toy:contains=bread", "--model", str(tiny_model_dir), "--output",
+                            str(tmp_path / "o"), *sets], capsys, monkeypatch)
+    one_line_error(code, err, "use_vllm: true (vllm_mode server) needs the vllm package")
+    assert not (tmp_path / "o" / "model.safetensors").exists()

@@ -152,7 +152,7 @@ def test_sft_export_loads_with_datasets_and_trl(run_dir, tiny_model_dir, tmp_pat
     train = dd["train_sft"]
     assert len(train) == 3 and set(train.column_names) == {"id", "prompt", "completion", "provenance"}
     assert len(dd["train_prefs"]) == 2 and set(dd["train_prefs"]["source"]) == {"revision"}
-    assert json.loads(train[0]["provenance"])["constitution"]["name"] == "t"
+    assert train[0]["provenance"]["constitution"]["name"] == "t"  # a struct column
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer

@@ -231,13 +231,13 @@ def test_unswap_names_the_better_answer_in_any_order_whatever_the_position_bias(
     assert pref is not None
     assert pref.chosen[0].content == good and pref.rejected[0].content == bad
     assert 0.5 <= pref.p_chosen <= 1.0
-    assert abs(pref.p_chosen - (pref.label.p_chosen_as_a + pref.label.p_chosen_as_b) / 2) < 1e-9
+    assert abs(pref.p_chosen - (pref.ai_label.p_chosen_as_a + pref.ai_label.p_chosen_as_b) / 2) < 1e-9
     # the same pair given in the other order gets the same label
     other = to_preference(_label(b, a, _judge_reads(b, a, good, strengths, bias), rec.principle_ids))
     assert other.chosen == pref.chosen and abs(other.p_chosen - pref.p_chosen) < 1e-9
-    assert abs(other.label.p_chosen_as_a - pref.label.p_chosen_as_a) < 1e-9
+    assert abs(other.ai_label.p_chosen_as_a - pref.ai_label.p_chosen_as_a) < 1e-9
     if bias == 0:
-        assert pref.label.position_consistent
+        assert pref.ai_label.position_consistent
 
 
 @given(st.floats(min_value=0.5001, max_value=1.0))

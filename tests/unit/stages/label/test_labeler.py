@@ -42,10 +42,10 @@ def test_labels_are_soft_debiased_and_name_the_better_answer():
         assert "good" in pref.chosen[0].content and "poor" in pref.rejected[0].content
         assert pref.source == "ai" and 0.5 < pref.p_chosen < 1
         # with an A-bias the two orders disagree in strength; the average is between them
-        assert pref.label.p_chosen_as_a > pref.p_chosen > pref.label.p_chosen_as_b
-        assert pref.label.position_consistent  # bias 1.5 < strength 2: both orders still agree
-        assert abs(pref.label.margin - (2 * pref.p_chosen - 1)) < 1e-9
-        assert pref.provenance.constitution.name == "t" and pref.label.feedback_model == "fake-judge"
+        assert pref.ai_label.p_chosen_as_a > pref.p_chosen > pref.ai_label.p_chosen_as_b
+        assert pref.ai_label.position_consistent  # bias 1.5 < strength 2: both orders still agree
+        assert abs(pref.ai_label.margin - (2 * pref.p_chosen - 1)) < 1e-9
+        assert pref.provenance.constitution.name == "t" and pref.ai_label.feedback_model == "fake-judge"
     assert len(judge.score_calls) == 3  # batches of 2, 2, 1 pairs
     assert len(judge.score_calls[0]) == 4  # 2 pairs x 2 orders in one call
 
@@ -106,7 +106,8 @@ def test_fallback_to_generated_letters_when_scoring_is_unsupported():
     for r in recs:
         assert all(j.method == "generated" and j.raw in ("A", "B") for j in r.judgements)
         pref = to_preference(r)
-        assert "good" in pref.chosen[0].content and pref.p_chosen == 1.0 and pref.label.method == "generated"
+        assert "good" in pref.chosen[0].content and pref.p_chosen == 1.0
+        assert pref.ai_label.method == "generated"
     chats, params = judge.generate_calls[0]
     assert params.temperature == 0.0
     assert chats[0][-1]["role"] == "user" and "only the letter" in chats[0][-1]["content"]
@@ -141,7 +142,7 @@ def test_chain_of_thought_scores_after_the_reasoning_and_clamps():
         assert all(j.reasoning == "Let me compare. B is rude." for j in r.judgements)
         assert all(0.4 <= j.p_option_a <= 0.6 for j in r.judgements)
         pref = to_preference(r)
-        assert abs(pref.p_chosen - 0.6) < 1e-9 and pref.label.cot and pref.label.reasoning
+        assert abs(pref.p_chosen - 0.6) < 1e-9 and pref.ai_label.cot and pref.ai_label.reasoning
     assert recs[0].id not in {r.id for r in label_records(pairs(2), FakeJudge(), constitution())}
 
 
@@ -218,9 +219,9 @@ def test_outputs_are_rebuilt_from_labels_with_filters_and_humans(tmp_path):
     lines = (tmp_path / "preferences.jsonl").read_text().splitlines()
     assert len(lines) == 7 and stats["preferences"] == {"ai": 6, "human": 1, "total": 7}
     last = PreferenceRecord.model_validate_json(lines[-1])
-    assert last.source == "human" and last.weight == 0.5 and last.label is None
+    assert last.source == "human" and last.weight == 0.5 and last.ai_label is None
     first = PreferenceRecord.model_validate_json(lines[0])
-    assert first.id == ids[0] and first.label.label_id == ids[0]
+    assert first.id == ids[0] and first.ai_label.label_id == ids[0]
     assert json.loads((tmp_path / "stats.json").read_text())["pairs"] == 6
     assert stats["position_consistency_rate"] == pytest.approx(5 / 6)
 
@@ -245,11 +246,44 @@ def test_preferences_load_into_trl_columns(tmp_path):
     assert row["source"] == "ai" and row["chosen"][0]["role"] == "assistant" and 0.5 <= row["p_chosen"] <= 1
 
 
+def test_trl_takes_a_label_output_unchanged(tmp_path, tiny_model_dir):
+    """preferences.jsonl rows as `cai label` writes them (ai_label, metadata, provenance and all) go through
+    TRL's own chat-template helper and DPOTrainer's tokenization; the old `label` key made TRL refuse them."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+    from trl.data_utils import apply_chat_template, maybe_apply_chat_template
+
+    recs = list(label_records(pairs(4), FakeJudge(), constitution()))
+    _write_labels(tmp_path / "labels.jsonl", recs)
+    build_outputs(tmp_path, [r.id for r in recs], Filters())
+    rows = [json.loads(line) for line in (tmp_path / "preferences.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("ai_label" in r and "label" not in r for r in rows)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    for row in rows:
+        text = apply_chat_template(row, tok)
+        assert row["chosen"][0]["content"] in text["chosen"] and text["prompt"].endswith("assistant\n")
+        assert maybe_apply_chat_template(row, tok) == text
+    old = {("label" if k == "ai_label" else k): v for k, v in rows[0].items()}
+    with pytest.raises(KeyError, match="Invalid keys"):
+        apply_chat_template(old, tok)  # why the column was renamed
+    assert PreferenceRecord.model_validate(old).ai_label == PreferenceRecord.model_validate(rows[0]).ai_label
+
+    cfg = DPOConfig(output_dir=str(tmp_path / "dpo"), report_to="none", max_steps=1, max_length=64,
+                    per_device_train_batch_size=2, disable_tqdm=True, save_strategy="no", use_cpu=True)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=cfg,
+                         train_dataset=datasets.Dataset.from_list(rows), processing_class=tok)
+    tokenized = trainer.train_dataset
+    ids = ["prompt_ids", "chosen_ids", "rejected_ids"]
+    assert tokenized.num_rows == 4 and set(ids) <= set(tokenized.column_names)
+    assert all(len(tokenized[i][c]) > 0 for i in range(4) for c in ids)
+
+
 def test_human_pair_file_still_loads():
     rec = PreferenceRecord.model_validate({"prompt": [{"role": "user", "content": "q"}],
                                            "chosen": [{"role": "assistant", "content": "a"}],
                                            "rejected": [{"role": "assistant", "content": "b"}]})
-    assert rec.source == "human" and rec.label is None
+    assert rec.source == "human" and rec.ai_label is None
 
 
 def test_human_dev_pairs_load(shared_data):
@@ -291,4 +325,4 @@ def test_embedded_model_reads_the_options(shared_data):
     for r in recs:
         for j in r.judgements:
             assert math.exp(j.logprobs[0]) + math.exp(j.logprobs[1]) > 0.8
-        assert to_preference(r).label.method == "logprobs"
+        assert to_preference(r).ai_label.method == "logprobs"

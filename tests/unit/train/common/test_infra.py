@@ -81,7 +81,7 @@ def test_model_card_names_data_constitution_audit_config_metrics(tmp_path):
                             data_files={"preferences": [prefs]}, config=cfg,
                             metrics={"loss": 0.5, "bad": float("nan")})
     text = card.read_text()
-    assert "base_model: \"default\"" in text
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in text  # the hub id behind `default`
     assert "harmless version 2.0 (hash `deadbeef`)" in text
     assert sha256_file(prefs) in text and "| 2 |" in text and "ai: 1, human: 1" in text
     assert "agreement: 0.8125" in text and "by_principle.harm.agreement: 0.9" in text
