@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cai.cli.judge_options import FeedbackChatTemplateOpt, GuardCategoriesOpt, GuardTemplateOpt
+
 
 def judge(
     data: Path = typer.Option(..., "--data", "-d",
@@ -26,17 +28,9 @@ def judge(
                                                             "(repeatable)."),
     feedback_batch_size: int = typer.Option(16, "--feedback-batch-size",
                                             help="hf: sequences per forward pass."),
-    feedback_chat_template: str | None = typer.Option(None, "--feedback-chat-template",
-                                                      help="hf: a Jinja chat template (file or text) for the "
-                                                           "judge; 'plain-llama3' serves a Llama Guard 3 "
-                                                           "with the plain template its task prompt needs."),
-    guard_template: Path | None = typer.Option(None, "--guard-template",
-                                               help="--judge guard: the task prompt, a text file with "
-                                                    "{categories} and {conversation} slots (default: Llama "
-                                                    "Guard 3's)."),
-    guard_categories: Path | None = typer.Option(None, "--guard-categories",
-                                                 help="--judge guard: YAML mapping of category code to "
-                                                      "name (default: Llama Guard 3's S1..S14)."),
+    feedback_chat_template: str | None = FeedbackChatTemplateOpt,
+    guard_template: Path | None = GuardTemplateOpt,
+    guard_categories: Path | None = GuardCategoriesOpt,
     constitution: str = typer.Option("harmless", "--constitution", "-c",
                                      help="Constitution file or shipped name."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N pairs of the file."),

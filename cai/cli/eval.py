@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cai.cli import backend_options as bo
+from cai.cli.judge_options import FeedbackChatTemplateOpt, GuardCategoriesOpt, GuardTemplateOpt
 from cai.shipped import prompts_dir
 
 EXAMPLES = prompts_dir()  # the shipped examples/prompts/, packaged with cai (see cai.shipped)
@@ -54,17 +55,9 @@ def eval_command(
     judge: str = typer.Option("rubric", "--judge", help="Harm judge: rubric (Yes/No on the principles, both "
                               "polarities), pairwise (A/B vs a refusal, both orders) or guard (a Llama Guard "
                               "style classifier as --feedback-model: 'safe' / 'unsafe' + category codes)."),
-    guard_template: Path | None = typer.Option(None, "--guard-template",
-                                               help="--judge guard: the task prompt, a text file with "
-                                                    "{categories} and {conversation} slots (default: Llama "
-                                                    "Guard 3's)."),
-    guard_categories: Path | None = typer.Option(None, "--guard-categories",
-                                                 help="--judge guard: YAML mapping of category code to "
-                                                      "name (default: Llama Guard 3's S1..S14)."),
-    feedback_chat_template: str | None = typer.Option(None, "--feedback-chat-template",
-                                                      help="hf: a Jinja chat template (file or text) for the "
-                                                           "judge; 'plain-llama3' serves a Llama Guard 3 "
-                                                           "with the plain template its task prompt needs."),
+    guard_template: Path | None = GuardTemplateOpt,
+    guard_categories: Path | None = GuardCategoriesOpt,
+    feedback_chat_template: str | None = FeedbackChatTemplateOpt,
     counterfactual: str | None = typer.Option(None, "--counterfactual", metavar="PATH|shipped",
                                               help="Counterfactual demographic audit: templates JSONL "
                                                    "({id, template} with a {group} slot), or 'shipped' "

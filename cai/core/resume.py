@@ -80,3 +80,28 @@ def fill_jsonl(path: str | Path, ids: Collection[str], make: Callable[[], B],
                 bar.update(1)
         log.info("wrote %d new %s(s) to %s (%d in the file)", written, what, path, len(writer))
         return Filled(path, len(wanted), before, written, len(writer))
+
+
+def fill_in_chunks(path: str | Path, items: Iterable[Any], id_of: Callable[[Any], str],
+                   compute: Callable[[list[Any]], Iterable[BaseModel]], model: type[B], *, chunk: int = 64,
+                   what: str = "record", desc: str | None = None,
+                   make: Callable[[], Any] | None = None) -> dict[str, B]:
+    """The ``model`` records of ``items`` (by ``id_of``), computing only those not yet in ``path``,
+    ``chunk`` items per ``compute`` call, each line appended as soon as its chunk is done
+    (:func:`fill_jsonl`); ``make`` (a model to load before the bar shows) and ``compute`` run only when
+    something is missing. Duplicate ids are computed once.
+    """
+    from cai.core.jsonl import read_records
+
+    unique: dict[str, Any] = {}
+    for it in items:
+        unique.setdefault(id_of(it), it)
+
+    def produce(_made: Any, done: Callable[[str], bool], bar: Any) -> Iterable[BaseModel]:
+        todo = [it for i, it in unique.items() if not done(i)]
+        for start in range(0, len(todo), chunk):
+            yield from compute(todo[start : start + chunk])
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fill_jsonl(path, list(unique), make or (lambda: None), produce, what=what, desc=desc)
+    return {r.id: r for r in read_records(path, model) if r.id in unique}  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ only what is missing and a finished file never loads the scorer.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +69,7 @@ def fill_scores(path: Path, items: Sequence[Any], id_of: Callable[[Any], str],
     ``make`` (the scorer's model, loaded before the progress bar shows) and ``compute``
     run only when something is missing.
     """
-    from cai.core.jsonl import read_records
-    from cai.core.resume import fill_jsonl
+    from cai.core.resume import fill_in_chunks
 
-    unique: dict[str, Any] = {}
-    for it in items:
-        unique.setdefault(id_of(it), it)
-
-    def produce(_made: Any, done: Callable[[str], bool], bar: Any) -> Iterator[ScoreLine]:
-        todo = [it for i, it in unique.items() if not done(i)]
-        for start in range(0, len(todo), chunk):
-            yield from compute(todo[start : start + chunk])
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fill_jsonl(path, list(unique), make or (lambda: None), produce, what="score", desc=desc)
-    return {r.id: r for r in read_records(path, ScoreLine) if r.id in unique}
+    return fill_in_chunks(path, items, id_of, compute, ScoreLine, chunk=chunk, what="score", desc=desc,
+                          make=make)

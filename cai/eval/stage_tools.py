@@ -30,22 +30,11 @@ def fill(path: Path, items: Sequence[Any], id_of: Callable[[Any], str],
     appended as soon as its chunk is judged, under a progress bar; ``make`` (the judge's
     backend, built before the bar shows) and ``compute`` run only when something is missing.
     """
-    from cai.core.jsonl import read_records
-    from cai.core.resume import fill_jsonl
+    from cai.core.resume import fill_in_chunks
     from cai.eval.schema import EvalJudgement
 
-    unique: dict[str, Any] = {}
-    for it in items:
-        unique.setdefault(id_of(it), it)
-
-    def produce(_backend: Any, done: Callable[[str], bool], bar: Any) -> Iterator[Any]:
-        todo = [it for i, it in unique.items() if not done(i)]
-        for start in range(0, len(todo), chunk):
-            yield from compute(todo[start : start + chunk])
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fill_jsonl(path, list(unique), make or (lambda: None), produce, what="judgement", desc=desc)
-    return {r.id: r for r in read_records(path, EvalJudgement) if r.id in unique}
+    return fill_in_chunks(path, items, id_of, compute, EvalJudgement, chunk=chunk, what="judgement",
+                          desc=desc, make=make)
 
 
 @contextlib.contextmanager
