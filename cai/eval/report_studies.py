@@ -10,7 +10,26 @@ Each section is rendered by its own module (:mod:`cai.eval.report_guard`,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cai.eval.schema import EvalSummary
+
+
+def _sections(summary: EvalSummary, guard_r: Callable, cf_r: Callable, oo_r: Callable,
+              pm_r: Callable) -> list[str]:
+    """Each study's section, rendered by its own renderer (markdown or HTML), in report order."""
+    guard = {m.name: m.guard for m in summary.models if m.guard is not None}
+    cf = {m.name: m.counterfactual for m in summary.models if m.counterfactual is not None}
+    parts = []
+    if guard:
+        parts.append(guard_r(guard, summary.feedback_model))
+    if cf:
+        parts.append(cf_r(cf))
+    if summary.overoptimization is not None:
+        parts.append(oo_r(summary.overoptimization))
+    if summary.pm_probes is not None:
+        parts.append(pm_r(summary.pm_probes))
+    return parts
 
 
 def studies_markdown(summary: EvalSummary) -> list[str]:
@@ -25,17 +44,8 @@ def studies_markdown(summary: EvalSummary) -> list[str]:
     from cai.eval.report_counterfactual import counterfactual_markdown
     from cai.eval.report_guard import guard_markdown
 
-    guard = {m.name: m.guard for m in summary.models if m.guard is not None}
-    cf = {m.name: m.counterfactual for m in summary.models if m.counterfactual is not None}
-    parts = []
-    if guard:
-        parts.append(guard_markdown(guard, summary.feedback_model))
-    if cf:
-        parts.append(counterfactual_markdown(cf))
-    if summary.overoptimization is not None:
-        parts.append(overoptimization_markdown(summary.overoptimization))
-    if summary.pm_probes is not None:
-        parts.append(pm_probes_markdown(summary.pm_probes))
+    parts = _sections(summary, guard_markdown, counterfactual_markdown, overoptimization_markdown,
+                      pm_probes_markdown)
     return [line for p in parts for line in ["", *p.rstrip("\n").split("\n")]]
 
 
@@ -46,15 +56,5 @@ def studies_html(summary: EvalSummary) -> str:
     from cai.eval.report_counterfactual import counterfactual_html
     from cai.eval.report_guard import guard_html
 
-    guard = {m.name: m.guard for m in summary.models if m.guard is not None}
-    cf = {m.name: m.counterfactual for m in summary.models if m.counterfactual is not None}
-    parts = []
-    if guard:
-        parts.append(guard_html(guard, summary.feedback_model))
-    if cf:
-        parts.append(counterfactual_html(cf))
-    if summary.overoptimization is not None:
-        parts.append(overoptimization_html(summary.overoptimization))
-    if summary.pm_probes is not None:
-        parts.append(pm_probes_html(summary.pm_probes))
-    return "\n".join(parts)
+    return "\n".join(_sections(summary, guard_html, counterfactual_html, overoptimization_html,
+                               pm_probes_html))
