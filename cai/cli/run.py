@@ -146,6 +146,11 @@ def run(
     if summaries:
         table = (f"\nbefore/after on held-out prompts ({COMPARISON_LEGEND}):\n"
                  + format_comparison_table(summaries, prefixes=prefixes))
+        from cai.eval.report_matrix import matrix_text
+
+        for s in summaries:  # a regional run's models x prompt sets (cai/eval/matrix.py)
+            if s.matrix:
+                table += "\n\n" + matrix_text(s)
         typer.echo(table)
         to_file(table, "cai.run")
     if not dry_run:

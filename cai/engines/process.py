@@ -53,13 +53,16 @@ def free_port(host: str = HOST) -> int:
 
 
 def port_free(host: str, port: int) -> bool:
-    """Whether ``port`` can be bound on ``host`` now.
+    """Whether ``port`` can be bound on ``host`` now, as servers bind (``SO_REUSEADDR``: a port whose last
+    connections are still in TIME_WAIT, e.g. right after a server stopped, is free; one a server listens on
+    is not).
 
     >>> with socket.socket() as s:
     ...     s.bind(("127.0.0.1", 0)); s.listen(); port_free("127.0.0.1", s.getsockname()[1])
     False
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,29 @@ from cai.run.recipe import Recipe, recipe_constitution, round_stage
 log = logging.getLogger(__name__)
 
 SPLIT_FILES = ("train_redteam", "eval_redteam", "train_helpful", "eval_helpful")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a chain of data stages lives: the core's (plain names, sampling the recipe's model) or a
+    region's (``regions/<name>/split`` ..., sampling the model the ``start`` stage wrote: the core policy).
+
+    >>> Scope().name("critique"), Scope("regions/eu/", "core").name("critique")
+    ('critique', 'regions/eu/critique')
+    """
+
+    prefix: str = ""
+    start: str | None = None  # the stage whose ``model`` output the policy samples come from
+
+    def name(self, stage: str) -> str:
+        return self.prefix + stage
+
+    def checkpoint(self, ctx: RunContext) -> Path | None:
+        """The policy checkpoint this scope samples (None: the recipe's model itself)."""
+        return ctx.output(self.start, "model") if self.start else None
+
+
+CORE = Scope()
 
 
 def is_held_out(prompt: PromptRecord, eval_fraction: float, seed: int = 0) -> bool:
@@ -75,8 +99,8 @@ def write_prompts(path: Path, records: Sequence[PromptRecord]) -> int:
     return len(records)
 
 
-def split_stage(recipe: Recipe) -> Stage:
-    spec = recipe.prompts
+def split_stage(recipe: Recipe, scope: Scope = CORE) -> Stage:
+    spec, stage = recipe.prompts, scope.name("split")
 
     def fingerprint(ctx: RunContext) -> Any:
         files = {"redteam": [file_digest(p) for p in spec.redteam],
@@ -88,7 +112,7 @@ def split_stage(recipe: Recipe) -> Stage:
     def run(ctx: RunContext) -> dict[str, Any]:
         from cai.core.jsonl import read_prompts
 
-        out = ctx.dir("split")
+        out = ctx.dir(stage)
         red = [r for p in spec.redteam for r in read_prompts(p)]
         helpful = [r for p in spec.helpful for r in read_prompts(p)]
         red_train, red_eval = split_prompts(red, spec.eval_fraction, spec.seed)
@@ -114,17 +138,18 @@ def split_stage(recipe: Recipe) -> Stage:
             outputs[name] = ctx.rel(out / f"{name}.jsonl")
         return outputs
 
-    return Stage("split", (), fingerprint, run)
+    return Stage(stage, (), fingerprint, run)
 
 
-def _split_prompts(ctx: RunContext, name: str) -> list[PromptRecord]:
+def _split_prompts(ctx: RunContext, name: str, scope: Scope = CORE) -> list[PromptRecord]:
     from cai.core.jsonl import read_prompts
 
-    return read_prompts(ctx.output("split", name)) if ctx.outputs["split"][f"{name}_count"] else []
+    split = scope.name("split")
+    return read_prompts(ctx.output(split, name)) if ctx.outputs[split][f"{name}_count"] else []
 
 
-def critique_stage(recipe: Recipe) -> Stage:
-    spec = recipe.critique
+def critique_stage(recipe: Recipe, scope: Scope = CORE) -> Stage:
+    spec, name = recipe.critique, scope.name("critique")
     model = recipe.model.with_dtype(spec.dtype)
 
     def fingerprint(ctx: RunContext) -> Any:
@@ -137,14 +162,14 @@ def critique_stage(recipe: Recipe) -> Stage:
         from cai.stages.critique.outputs import REVISIONS_FILE, SFT_FILE
         from cai.stages.critique.stage import run_critique
 
-        out = ctx.dir("critique")
-        policy = sampling_spec(ctx, recipe.model, "policy", dtype=spec.dtype)
+        out = ctx.dir(name)
+        policy = sampling_spec(ctx, recipe.model, "policy", scope.checkpoint(ctx), dtype=spec.dtype)
         judge = sampling_spec(ctx, recipe.feedback(), "feedback") if spec.sft_source == "best" else None
-        stats = run_critique(_split_prompts(ctx, "train_redteam"), recipe_constitution(recipe), policy,
+        stats = run_critique(_split_prompts(ctx, "train_redteam", scope), recipe_constitution(recipe), policy,
                              spec.stage_config(recipe.prompts.seed), out,
-                             helpful_pool=_split_prompts(ctx, "train_helpful"), feedback=judge)
+                             helpful_pool=_split_prompts(ctx, "train_helpful", scope), feedback=judge)
         if not stats["sft_rows"]:
-            raise CaiError(f"critique: no clean revision or answer for the SFT set ({out / 'stats.json'})",
+            raise CaiError(f"{name}: no clean revision or answer for the SFT set ({out / 'stats.json'})",
                            hint="raise critique.max_new_tokens (answers cut short are left out) "
                                 "or add prompts")
         check_survivors(stats, spec.min_sft_fraction, out / "stats.json")
@@ -152,7 +177,7 @@ def critique_stage(recipe: Recipe) -> Stage:
                 "sft_rows": stats["sft_rows"], "revised_pct": stats["revised_pct"],
                 "flagged_pct": stats["flagged_pct"]}
 
-    return Stage("critique", ("split",), fingerprint, run)
+    return Stage(name, (scope.name("split"), *((scope.start,) if scope.start else ())), fingerprint, run)
 
 
 def check_survivors(stats: dict[str, Any], min_fraction: float, where: Path) -> None:
@@ -184,13 +209,16 @@ def check_survivors(stats: dict[str, Any], min_fraction: float, where: Path) -> 
                         "larger model, or lower critique.min_sft_fraction")
 
 
-def answers_stage(recipe: Recipe, r: int = 1) -> Stage:
+def answers_stage(recipe: Recipe, r: int = 1, scope: Scope = CORE) -> Stage:
     """Candidate answers to label. Round 1: from ``answers.source``; a later round (``rounds: N``) samples
-    the previous round's policy with the same settings (on-policy pairs, as in iterative DPO)."""
-    spec, name = recipe.answers, round_stage("answers", r)
+    the previous round's policy with the same settings (on-policy pairs, as in iterative DPO). In a
+    region's scope ``sft`` and ``base`` both mean the core policy (``scope.start``)."""
+    spec, name, split = recipe.answers, scope.name(round_stage("answers", r)), scope.name("split")
     source = spec.source if r == 1 else round_stage("policy", r - 1)
-    deps = ({"sft": ("split", "sft"), "base": ("split",), "critique": ("critique",)}[spec.source] if r == 1
-            else ("split", source))
+    if scope.start and source != "critique":
+        source = scope.start
+    deps = ((split, source) if source not in ("base", "critique")
+            else (split,) if source == "base" else (scope.name("critique"),))
 
     def fingerprint(ctx: RunContext) -> Any:
         return {"answers": spec.model_dump(mode="json"), "constitution": recipe_constitution(recipe).hash,
@@ -205,10 +233,11 @@ def answers_stage(recipe: Recipe, r: int = 1) -> Stage:
         if source == "critique":
             from cai.stages.critique.outputs import initial_answers
 
-            n = initial_answers(ctx.output("critique", "revisions"), out / "candidates.jsonl", spec.helpful)
+            n = initial_answers(ctx.output(scope.name("critique"), "revisions"), out / "candidates.jsonl",
+                                spec.helpful)
             return {"candidates": ctx.rel(out / "candidates.jsonl"), "answers": n}
-        records = (_split_prompts(ctx, "train_redteam")
-                   + (_split_prompts(ctx, "train_helpful") if spec.helpful else []))
+        records = (_split_prompts(ctx, "train_redteam", scope)
+                   + (_split_prompts(ctx, "train_helpful", scope) if spec.helpful else []))
         params = SamplingParams(max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
                                 top_p=spec.top_p, n=spec.k, seed=recipe.prompts.seed + r - 1)
         system = (const.system_prompt or None) if spec.system_prompt else None
@@ -224,9 +253,10 @@ def answers_stage(recipe: Recipe, r: int = 1) -> Stage:
     return Stage(name, deps, fingerprint, run)
 
 
-def label_stage(recipe: Recipe, r: int = 1) -> Stage:
+def label_stage(recipe: Recipe, r: int = 1, scope: Scope = CORE) -> Stage:
     """AI labels of the candidate pairs of round ``r`` (its own folder, keys and stats)."""
-    spec, name, answers = recipe.label, round_stage("label", r), round_stage("answers", r)
+    spec, name = recipe.label, scope.name(round_stage("label", r))
+    answers = scope.name(round_stage("answers", r))
 
     def fingerprint(ctx: RunContext) -> Any:
         return {"label": spec.model_dump(mode="json",
@@ -259,7 +289,7 @@ def label_stage(recipe: Recipe, r: int = 1) -> Stage:
                           pools=spec.human_pools)
         total = stats["preferences"]["total"]
         if not total:
-            raise CaiError(f"label: no preference pair kept ({ctx.dir('label') / 'stats.json'})",
+            raise CaiError(f"{name}: no preference pair kept ({ctx.dir(name) / 'stats.json'})",
                            hint="lower label.min_confidence, or sample more answers (answers.k)")
         signal = stats.get("signal") or {}
         if not signal.get("signal"):

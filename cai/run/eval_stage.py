@@ -48,7 +48,13 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
         return EvalModel(name=name, model=s.name, backend=s.backend, base_urls=list(s.base_url))
 
     models = []
-    for name in spec.models:
+    names = spec.models if "models" in spec.model_fields_set or not recipe.regions else ["trained"]
+    for name in names:
+        if name == "trained" and recipe.regions:  # the core and every core+region layer
+            from cai.run.regions import regional_models
+
+            models += regional_models(recipe, served)
+            continue
         if name == "base":
             models.append(served("base", None))
         elif name == "sft":
@@ -58,6 +64,10 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
     judge = sampling_spec(ctx, recipe.eval.feedback_model or recipe.feedback(), "feedback")
     sets = {k: ctx.output("split", f) for k, f in (("redteam", "eval_redteam"), ("benign", "eval_helpful"))
             if ctx.outputs["split"][f"{f}_count"]}
+    if recipe.regions:  # the matrix of every layer on every region's held-out set replaces the core's sets
+        from cai.run.regions import regional_matrix
+
+        sets = {"matrix": regional_matrix(recipe, ctx)}
     curves = {}  # each trainer's folder: its metrics.jsonl (ppo) or its last checkpoint's trainer_state.json
     for s in ("sft", "rm", "policy"):
         folder = ctx.run_dir / ctx.outputs[s]["model"] if "model" in ctx.outputs.get(s, {}) else None
@@ -69,8 +79,9 @@ def eval_spec(recipe: Recipe, ctx: RunContext) -> EvalSpec:
         "feedback_backend": judge.backend, "feedback_base_urls": list(judge.base_url),
         "max_new_tokens": spec.max_new_tokens, "seed": recipe.prompts.seed, "batch_size": base.batch_size,
         "device": base.device, "dtype": base.dtype, "curves": curves, **sets,
-        "lookalike": ctx.output("split", "eval_lookalike") if "eval_lookalike" in ctx.outputs["split"]
-        else spec.lookalike, "judge_audit": spec.judge_audit, "refusal_audit": spec.refusal_audit,
+        "lookalike": (ctx.output("split", "eval_lookalike")
+                      if "eval_lookalike" in ctx.outputs["split"] and not recipe.regions else spec.lookalike),
+        "judge_audit": spec.judge_audit, "refusal_audit": spec.refusal_audit,
         "truthfulqa": spec.truthfulqa, "bbq": spec.bbq,
         "preference_model": ctx.output("rm", "model") if "rm" in ctx.outputs else None,
         "training_data": {k: ctx.output(stage, key) for k, stage, key in
@@ -87,6 +98,11 @@ def eval_stage(recipe: Recipe) -> Stage:
     spec = recipe.eval
     trained = [stage for _, stage in round_models(recipe) if stage != "sft"]
     deps = ("split", "sft", *trained)
+    if recipe.regions:
+        from cai.run.regions import CORE_STAGE, region_scope
+
+        deps = (*deps, CORE_STAGE, *(region_scope(r).name(s) for r in recipe.regions
+                                     for s in ("split", "adapter")))
     if "rm" in recipe.stage_names():
         deps = (*deps, "rm")
 

@@ -62,12 +62,20 @@ def fields_at(loc: tuple[Any, ...], model: type[BaseModel] = Recipe) -> list[str
 
     >>> "rounds" in fields_at(("critique",)), "lora" in fields_at(("policy", "train"))
     (True, True)
+    >>> "adapter" in fields_at(("regions", "eu"))  # a mapping of sections: its keys are names
+    True
     """
     cls: type[BaseModel] | None = model
-    for part in loc:
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
         if cls is None or part not in cls.model_fields:
             return []
-        cls = _model_of(cls.model_fields[part].annotation)
+        annotation = cls.model_fields[part].annotation
+        if typing.get_origin(annotation) is dict and parts:  # e.g. regions: {eu: RegionSpec}
+            parts.pop(0)
+            annotation = typing.get_args(annotation)[1]
+        cls = _model_of(annotation)
     return list(cls.model_fields) if cls is not None else []
 
 

@@ -342,6 +342,56 @@ class EvalStageSpec(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class AdapterSpec(_Section):
+    """How a region's LoRA adapter is trained on top of the core policy: ``dpo`` on the region's AI labels
+    (the reference is the core policy: the adapter switched off), or ``sft`` on the region's critique
+    stage's SFT set (context distillation, for models whose labels carry no signal)."""
+
+    method: Literal["dpo", "sft"] = "dpo"
+    lora: LoraSpec = LoraSpec()
+    train: TrainSpec = TrainSpec()
+    beta: float | None = None
+    allow_weak_labels: bool = False  # dpo: train on AI labels that carry no signal (and no human labels)
+
+    def merged(self, over: AdapterSpec) -> AdapterSpec:
+        """This spec with the keys ``over`` sets (a region's own ``adapter:``) over it.
+
+        >>> AdapterSpec(beta=0.2).merged(AdapterSpec.model_validate({"method": "sft"})).model_dump(
+        ...     include={"method", "beta"})
+        {'method': 'sft', 'beta': 0.2}
+        """
+        return inherit(self, over)
+
+
+def inherit(base: BaseModel, over: BaseModel) -> Any:
+    """``base`` with the fields ``over`` was given explicitly (its ``model_fields_set``) taken from ``over``.
+
+    >>> inherit(CritiqueSpec(rounds=3, temperature=0.5), CritiqueSpec(rounds=1)).model_dump(
+    ...     include={"rounds", "temperature"})
+    {'rounds': 1, 'temperature': 0.5}
+    """
+    return base.model_copy(update={k: getattr(over, k) for k in over.model_fields_set})
+
+
+class RegionSpec(_Section):
+    """One regional layer: its constitution (a file or shipped name, e.g. a layer that ``extends`` the
+    core's), its own prompts, and the keys of ``critique``, ``answers``, ``label`` and ``adapter`` it changes
+    (the rest come from the recipe's sections). ``prompts`` takes the keys of the recipe's ``prompts``:
+    ``redteam`` is required and ``lookalike`` is the region's own; the others default to the core's."""
+
+    constitution: str
+    prompts: PromptsSpec
+    critique: CritiqueSpec = CritiqueSpec()
+    answers: AnswersSpec = AnswersSpec()
+    label: LabelSpec = LabelSpec()
+    adapter: AdapterSpec = AdapterSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _constitution_path(cls, data: Any, info: ValidationInfo) -> Any:
+        return _constitution_file(data, info)
+
+
 class HubSpec(_Section):
     """Where ``--push-to-hub`` pushes: ``namespace/<recipe name>-<artifact>``."""
 
@@ -371,17 +421,25 @@ class Recipe(_Section):
     rounds: int = Field(1, ge=1, le=20)  # iterative RLAIF: answers -> label -> policy (DPO), N times
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    # one core, regional layers: a LoRA adapter per region on top of this recipe's policy (cai.run.regions)
+    regions: dict[str, RegionSpec] = Field(default_factory=dict)
+    adapter: AdapterSpec = AdapterSpec()  # every region's adapter settings (a region's own keys win)
+
     @model_validator(mode="before")
     @classmethod
     def _constitution_path(cls, data: Any, info: ValidationInfo) -> Any:
-        """A constitution given as a path is resolved from the recipe's folder; a shipped name stays a
-        name."""
-        base = (info.context or {}).get("base")
-        if isinstance(data, dict) and isinstance(data.get("constitution"), str) and base is not None:
-            p = Path(base) / data["constitution"]
-            if p.suffix in (".yaml", ".yml") or p.exists():
-                data = {**data, "constitution": str(p)}
-        return data
+        return _constitution_file(data, info)
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, v: dict[str, RegionSpec]) -> dict[str, RegionSpec]:
+        import re
+
+        for name in v:
+            if name == "core" or not re.match(r"^[a-z0-9][a-z0-9_-]*$", name) or len(name) > 32:
+                raise ValueError(f"region name {name!r}: use lower-case letters, digits, '_' and '-' "
+                                 "(and not 'core', the core layer's name)")
+        return v
 
     @model_validator(mode="after")
     def _reward_needs_rm(self) -> Recipe:
@@ -396,6 +454,9 @@ class Recipe(_Section):
                              "critique.sft_source: initial, or rounds >= 1")
         if self.critique.sft_round is not None and self.critique.sft_round > self.critique.rounds:
             raise ValueError(f"critique.sft_round {self.critique.sft_round} is after the last round")
+        if self.regions and self.variants:
+            raise ValueError("regions and variants: give one (regions trains one core and an adapter per "
+                             "region; variants trains separate full models)")
         return self
 
     def stage_names(self) -> list[str]:
@@ -417,10 +478,28 @@ class Recipe(_Section):
         names = [s for s in STAGE_ORDER if s not in skip]
         later = [round_stage(s, r) for r in range(2, self.rounds + 1) for s in ROUND_STAGES]
         at = names.index("policy") + 1 if "policy" in names else len(names)
-        return names[:at] + later + names[at:]
+        names = names[:at] + later + names[at:]
+        if self.regions:  # the core's model, then each region's chain, then the eval (cai.run.regions)
+            from cai.run.regions import region_stage_names
+
+            at = names.index("eval") if "eval" in names else len(names)
+            names = names[:at] + ["core"] + [s for r in self.regions for s in region_stage_names(self, r)] \
+                + names[at:]
+        return names
 
     def feedback(self) -> ModelSpec:
         return self.label.feedback_model or self.model
+
+
+def _constitution_file(data: Any, info: ValidationInfo) -> Any:
+    """A ``constitution`` given as a path is resolved from the recipe's folder; a shipped name stays a
+    name."""
+    base = (info.context or {}).get("base")
+    if isinstance(data, dict) and isinstance(data.get("constitution"), str) and base is not None:
+        p = Path(base) / data["constitution"]
+        if p.suffix in (".yaml", ".yml") or p.exists():
+            data = {**data, "constitution": str(p)}
+    return data
 
 
 def recipe_constitution(recipe: Recipe) -> Constitution:

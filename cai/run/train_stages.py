@@ -83,7 +83,7 @@ POLICY_JOBS: dict[str, Callable[[Recipe, tuple[str, ...], str, str, str | None],
 }
 
 
-def _train(ctx: RunContext, job: TrainJob, spec: TrainSpec, *keys: str) -> dict[str, Any]:
+def run_train(ctx: RunContext, job: TrainJob, spec: TrainSpec, *keys: str) -> dict[str, Any]:
     """Run the job; keep the named final metrics. Inference servers the run started stop first: training
     needs the accelerators they hold (a later sampling stage starts the one it needs)."""
     from cai.run.engines import close_engines
@@ -132,7 +132,7 @@ def sft_stage(recipe: Recipe) -> Stage:
         out = ctx.dir("sft") / "model"
         job = sft_job(recipe, str(ctx.output("critique", "sft")), str(out))
         return {"model": ctx.rel(out),
-                **_train(ctx, job, spec.train, "train_loss", "global_step", "train_runtime")}
+                **run_train(ctx, job, spec.train, "train_loss", "global_step", "train_runtime")}
 
     return Stage("sft", ("critique",), fingerprint, run)
 
@@ -156,7 +156,7 @@ def rm_stage(recipe: Recipe) -> Stage:
         job = rm_job(recipe, str(ctx.output("label", "preferences")), str(out),
                      _start(ctx, recipe, spec.start_from))
         return {"model": ctx.rel(out),
-                **_train(ctx, job, spec.train, "eval_accuracy", "human_eval_accuracy", "train_loss")}
+                **run_train(ctx, job, spec.train, "eval_accuracy", "human_eval_accuracy", "train_loss")}
 
     return Stage("rm", deps, fingerprint, run)
 
@@ -203,7 +203,7 @@ def policy_stage(recipe: Recipe, r: int = 1) -> Stage:
             ref = str(ctx.output("sft", "model")) if spec.reference == "initial" else None
             job = replace(job, args={**job.args, "ref_model": ref})
         return {"model": ctx.rel(out), "method": spec.method, "round": r,
-                **_train(ctx, job, spec.train, *POLICY_METRICS[spec.method])}
+                **run_train(ctx, job, spec.train, *POLICY_METRICS[spec.method])}
 
     return Stage(name, deps, fingerprint, run)
 
@@ -230,6 +230,11 @@ def check_trainer_configs(recipe: Recipe, hardware: bool = True) -> None:
             jobs.append(("policy",
                          POLICY_JOBS[recipe.policy.method](recipe, ("data.jsonl",), tmp, "model", "rm:x"),
                          recipe.policy.train))
+        if recipe.regions:  # each region's adapter (cai.run.regions)
+            from cai.run.regions import adapter_job
+
+            jobs += [(f"regions.{r}.adapter", *adapter_job(recipe, r, "data.jsonl", tmp, "model"))
+                     for r in recipe.regions]
         for stage, job, spec in jobs:
             try:
                 with contextlib.nullcontext() if hardware else without_hardware():

@@ -203,18 +203,22 @@ def _model_in(folder: Path) -> Path | None:
 
 
 def layers_from_run(run_dir: Path) -> dict[str, Layer]:
-    """The layers a core + regions run wrote: ``core[/model]`` and ``regions/<name>[/model]`` (a merged
-    model: a folder with ``config.json``) and ``regions/<name>/adapter``; paths relative to the run.
+    """The layers a core + regions run wrote (:mod:`cai.run.regions`): ``core[/model]``,
+    ``regions/<name>/adapter`` and a merged model (a folder with ``config.json``) at
+    ``regions/<name>/adapter/train`` (what ``cai run`` leaves), ``regions/<name>/model`` or
+    ``regions/<name>``; paths relative to the run.
 
     >>> import tempfile
     >>> run = Path(tempfile.mkdtemp())
-    >>> for d in ("core/model", "regions/eu/adapter", "regions/eu", "regions/us/adapter"):
+    >>> for d in ("core/model", "regions/eu/adapter", "regions/eu", "regions/us/adapter",
+    ...           "regions/apac/adapter", "regions/apac/adapter/train"):
     ...     (run / d).mkdir(parents=True, exist_ok=True)
     ...     name = "adapter_config.json" if d.endswith("adapter") else "config.json"
     ...     _ = (run / d / name).write_text("{}")
     >>> for name, layer in layers_from_run(run).items():
     ...     print(name, layer.model, layer.adapter)
     core core/model None
+    apac regions/apac/adapter/train regions/apac/adapter
     eu regions/eu regions/eu/adapter
     us None regions/us/adapter
     """
@@ -223,7 +227,8 @@ def layers_from_run(run_dir: Path) -> dict[str, Layer]:
     if core is not None:
         layers["core"] = Layer(model=core.relative_to(run_dir).as_posix())
     for region in sorted(p for p in (run_dir / "regions").glob("*") if p.is_dir()):
-        model, adapter = _model_in(region), region / "adapter"
+        adapter = region / "adapter"
+        model = _model_in(region) or _model_in(adapter / "train")
         has_adapter = (adapter / "adapter_config.json").is_file()
         if model is not None or has_adapter:
             rel = adapter.relative_to(run_dir).as_posix() if has_adapter else None

@@ -57,10 +57,10 @@ def test_shipped_recipes_cover_the_brief():
     assert (gpu.model.engine.managed == "vllm" and gpu.model.engine.lora
             and gpu.policy.train.accelerate_config == "zero3")
     assert gpu.policy.train.lora is not None
-    regions = load_recipe(ROOT / "examples" / "recipes" / "regions.yaml")
-    assert [i.variant for i in regions] == ["eu", "us", "apac"]
-    assert [Path(i.recipe.constitution).stem for i in regions] == ["eu", "us", "apac"]
-    assert [i.run_dir for i in regions] == [Path("runs/regions") / v for v in ("eu", "us", "apac")]
+    [regions] = load_recipe(ROOT / "examples" / "recipes" / "regions.yaml")  # one core, three adapters
+    assert list(regions.recipe.regions) == ["eu", "us", "apac"] and regions.run_dir == Path("runs/regions")
+    assert [Path(r.constitution).stem for r in regions.recipe.regions.values()] == ["eu", "us", "apac"]
+    assert Path(regions.recipe.constitution).stem == "harmless" and regions.recipe.adapter.method == "sft"
 
 
 def test_unknown_key_is_one_line_naming_file_line_field_and_fix(tmp_path):
