@@ -37,8 +37,12 @@ def managed_recipe(folder: Path, model: Path) -> Path:
     path = write_recipe(folder, model, const)
     text = path.read_text().replace(f'model: {{name: "{model}", batch_size: 8}}',
                                     f'model: {{name: "{model}", batch_size: 8, engine: {ENGINE}}}')
-    text = text.replace("label: {few_shot: false, pairs_per_call: 4}",  # labels read log-probs: in process
-                        f'label: {{few_shot: false, pairs_per_call: 4, feedback_model: {{name: "{model}"}}}}')
+    # labels read log-probs: in process. The server's samples are not seeded, and a tiny random feedback model
+    # can read two answers as an exact tie (0.5 in both orders), which the label stage drops: keep them, so
+    # the run never depends on the draw
+    text = text.replace("label: {few_shot: false, pairs_per_call: 4}",
+                        f'label: {{few_shot: false, pairs_per_call: 4, keep_ties: true, '
+                        f'feedback_model: {{name: "{model}"}}}}')
     text = text.replace("eval:\n", f'eval:\n  feedback_model: {{name: "{model}"}}\n')
     assert text.count("engine:") == 1 and text.count("feedback_model") == 2
     path.write_text(text, encoding="utf-8")
