@@ -480,12 +480,26 @@ class Recipe(_Section):
         at = names.index("policy") + 1 if "policy" in names else len(names)
         names = names[:at] + later + names[at:]
         if self.regions:  # the core's model, then each region's chain, then the eval (cai.run.regions)
-            from cai.run.regions import region_stage_names
-
             at = names.index("eval") if "eval" in names else len(names)
-            names = names[:at] + ["core"] + [s for r in self.regions for s in region_stage_names(self, r)] \
+            names = names[:at] + ["core"] + [s for r in self.regions for s in self.region_stage_names(r)] \
                 + names[at:]
         return names
+
+    def adapter_for(self, region: str) -> AdapterSpec:
+        """Region ``region``'s adapter settings: the recipe's ``adapter:``, the region's own keys over it."""
+        return self.adapter.merged(self.regions[region].adapter)
+
+    def region_stage_names(self, region: str) -> list[str]:
+        """Region ``region``'s stages, in order (no answers/label for an ``sft`` adapter).
+
+        >>> r = Recipe.model_validate({"name": "t", "prompts": {"redteam": "r.jsonl"}, "regions": {
+        ...     "eu": {"constitution": "eu", "prompts": {"redteam": "eu.jsonl"},
+        ...            "adapter": {"method": "sft"}}}})
+        >>> r.region_stage_names("eu")
+        ['regions/eu/split', 'regions/eu/critique', 'regions/eu/adapter']
+        """
+        labels = ("answers", "label") if self.adapter_for(region).method == "dpo" else ()
+        return [f"regions/{region}/{s}" for s in ("split", "critique", *labels, "adapter")]
 
     def feedback(self) -> ModelSpec:
         return self.label.feedback_model or self.model

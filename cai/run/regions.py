@@ -49,24 +49,6 @@ def region_scope(name: str) -> Scope:
     return Scope(f"regions/{name}/", CORE_STAGE)
 
 
-def region_stage_names(recipe: Recipe, name: str) -> list[str]:
-    """Region ``name``'s stages, in order (no answers/label for an ``sft`` adapter).
-
-    >>> r = Recipe.model_validate({"name": "t", "prompts": {"redteam": "r.jsonl"}, "regions": {
-    ...     "eu": {"constitution": "eu", "prompts": {"redteam": "eu.jsonl"}, "adapter": {"method": "sft"}}}})
-    >>> region_stage_names(r, "eu")
-    ['regions/eu/split', 'regions/eu/critique', 'regions/eu/adapter']
-    """
-    scope = region_scope(name)
-    labels = ("answers", "label") if adapter_spec(recipe, name).method == "dpo" else ()
-    return [scope.name(s) for s in ("split", "critique", *labels, "adapter")]
-
-
-def adapter_spec(recipe: Recipe, name: str):
-    """The region's adapter settings: the recipe's ``adapter:`` with the region's own keys over it."""
-    return recipe.adapter.merged(recipe.regions[name].adapter)
-
-
 def region_recipe(recipe: Recipe, name: str) -> Recipe:
     """The recipe as region ``name``'s data stages read it: its constitution and prompts, and the core's
     ``critique``/``answers``/``label`` sections with the keys the region sets over them. The red-team and
@@ -118,37 +100,18 @@ def region_stages(recipe: Recipe, name: str) -> list[Stage]:
     makers = {"split": lambda: split_stage(rr, scope), "critique": lambda: critique_stage(rr, scope),
               "answers": lambda: answers_stage(rr, 1, scope), "label": lambda: label_stage(rr, 1, scope),
               "adapter": lambda: adapter_stage(recipe, name)}
-    return [makers[s.rsplit("/", 1)[1]]() for s in region_stage_names(recipe, name)]
+    return [makers[s.rsplit("/", 1)[1]]() for s in recipe.region_stage_names(name)]
 
 
 ADAPTER_METRICS = {"dpo": ("train_loss", "rewards/accuracies", "rewards/margins", "global_step"),
                    "sft": ("train_loss", "global_step", "train_runtime")}
 
 
-def adapter_job(recipe: Recipe, name: str, data: str, output: str, core: str) -> tuple[Any, Any]:
-    """``(TrainJob, TrainSpec)`` of region ``name``'s adapter: LoRA on ``core``, DPO on the preference file
-    ``data`` (reference: the core, i.e. the adapter off) or SFT on the SFT file ``data``."""
-    from cai.run.train_stages import model_options
-    from cai.train.jobs import TrainJob
-
-    spec = adapter_spec(recipe, name)
-    train = spec.train.model_copy(update={"lora": spec.lora})
-    settings = train.options()
-    if spec.method == "dpo":
-        settings = {**settings, **({"beta": spec.beta} if spec.beta is not None else {})}
-        args: dict[str, Any] = {"ref_model": None, "soft_labels": False, "eval_fraction": 0.0}
-    else:
-        args = {"eval_fraction": 0.0}
-    job = TrainJob(spec.method, (data,), output, model=core, settings=settings,
-                   options=model_options(recipe, train), args=args)
-    return job, train
-
-
 def adapter_stage(recipe: Recipe, name: str) -> Stage:
     """Region ``name``'s LoRA adapter on the core policy (DPO on its labels, or SFT on its critique set)."""
-    from cai.run.train_stages import check_label_signal, run_train
+    from cai.run.train_stages import adapter_job, check_label_signal, run_train
 
-    spec, rr, scope = adapter_spec(recipe, name), region_recipe(recipe, name), region_scope(name)
+    spec, rr, scope = recipe.adapter_for(name), region_recipe(recipe, name), region_scope(name)
     stage = scope.name("adapter")
     data = scope.name("label") if spec.method == "dpo" else scope.name("critique")
 

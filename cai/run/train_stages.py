@@ -78,6 +78,23 @@ def rl_job(recipe: Recipe, data: tuple[str, ...], output: str, start: str, rewar
                     options=model_options(recipe, p.train), args=args)
 
 
+def adapter_job(recipe: Recipe, name: str, data: str, output: str, core: str) -> tuple[Any, Any]:
+    """``(TrainJob, TrainSpec)`` of region ``name``'s adapter: LoRA on ``core``, DPO on the preference file
+    ``data`` (reference: the core, i.e. the adapter off) or SFT on the SFT file ``data``."""
+    spec = recipe.adapter_for(name)
+    train = spec.train.model_copy(update={"lora": spec.lora})
+    settings = train.options()
+    if spec.method == "dpo":
+        settings = {**settings, **({"beta": spec.beta} if spec.beta is not None else {})}
+        args: dict[str, Any] = {"ref_model": None, "soft_labels": False, "eval_fraction": 0.0}
+    else:
+        args = {"eval_fraction": 0.0}
+    job = TrainJob(spec.method, (data,), output, model=core, settings=settings,
+                   options=model_options(recipe, train), args=args)
+    return job, train
+
+
+
 POLICY_JOBS: dict[str, Callable[[Recipe, tuple[str, ...], str, str, str | None], TrainJob]] = {
     "dpo": dpo_job, "ppo": ppo_job, "rloo": rl_job, "grpo": rl_job,
 }
@@ -231,8 +248,6 @@ def check_trainer_configs(recipe: Recipe, hardware: bool = True) -> None:
                          POLICY_JOBS[recipe.policy.method](recipe, ("data.jsonl",), tmp, "model", "rm:x"),
                          recipe.policy.train))
         if recipe.regions:  # each region's adapter (cai.run.regions)
-            from cai.run.regions import adapter_job
-
             jobs += [(f"regions.{r}.adapter", *adapter_job(recipe, r, "data.jsonl", tmp, "model"))
                      for r in recipe.regions]
         for stage, job, spec in jobs:

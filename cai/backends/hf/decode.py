@@ -66,7 +66,11 @@ def pick(logits: Any, params: SamplingParams, generators: list) -> Any:
     logits: [B, V] float. Returns [B] long. Top-p keeps the smallest set of
     most likely tokens whose mass reaches ``top_p``; the candidates come from a
     ``topk`` of 64 (then 1024, then the full sort) when that already covers the
-    mass of every row, which keeps the same set as a full sort but is faster.
+    mass of that row (a row that needs more is widened alone: one flat row
+    does not sort the whole batch), which keeps the same set as a full sort
+    but is faster; each row then draws among its own set, not over the whole
+    vocabulary: the same distribution, at a fraction of the cost of a
+    49k-way ``multinomial`` per row and step.
 
     >>> import torch
     >>> logits = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]))
@@ -81,28 +85,56 @@ def pick(logits: Any, params: SamplingParams, generators: list) -> Any:
 
     if params.temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / params.temperature, dim=-1)  # [B, V]
-    if params.top_p < 1.0:
-        probs = _top_p(probs, params.top_p)
-    probs = probs.cpu()
-    picks = [int(torch.multinomial(probs[j], 1, generator=g)) for j, g in enumerate(generators)]
+    probs = torch.softmax(logits / params.temperature, dim=-1).cpu()  # [B, V]
+    if params.top_p >= 1.0:
+        picks = [int(torch.multinomial(probs[j], 1, generator=g)) for j, g in enumerate(generators)]
+    else:
+        picks = [int(ids[torch.multinomial(w, 1, generator=g)])
+                 for (w, ids), g in zip(_top_p_sets(probs, params.top_p), generators)]
     return torch.tensor(picks, device=logits.device)
 
 
-def _top_p(probs: Any, top_p: float) -> Any:
-    """``probs`` [B, V] with everything outside each row's top-p set zeroed (not renormalised: multinomial
-    does not need it)."""
-    import torch
+def _top_p_sets(probs: Any, top_p: float) -> list[tuple[Any, Any]]:
+    """Each row's top-p set as ``(weights, token ids)``, most likely first (weights not renormalised:
+    multinomial does not need it). Rows start from a ``topk`` of 64; a row whose 64 do not reach
+    ``top_p`` is widened to 1024, then to a full sort, alone.
 
+    >>> import torch
+    >>> [(w.tolist(), i.tolist()) for w, i in _top_p_sets(torch.tensor([[0.1, 0.6, 0.3], [0.2, 0.2, 0.6]]),
+    ...                                                   0.65)]
+    [([0.6000000238418579, 0.30000001192092896], [1, 2]), ([0.6000000238418579, 0.20000000298023224], [2, 0])]
+    """
     vocab = probs.shape[-1]
+    sets: list[tuple[Any, Any] | None] = [None] * probs.shape[0]
+    rows = list(range(probs.shape[0]))
     for k in (64, 1024, vocab):
         k = min(k, vocab)
-        top_p_vals, top_i = probs.topk(k, dim=-1) if k < vocab else probs.sort(dim=-1, descending=True)
-        before = top_p_vals.cumsum(-1) - top_p_vals  # mass of the more likely tokens
-        if k == vocab or bool((before[:, -1] > top_p).all()):
-            kept = top_p_vals.masked_fill(before > top_p, 0.0)
-            return torch.zeros_like(probs).scatter(-1, top_i, kept)
-    raise AssertionError("unreachable")
+        part = probs[rows]
+        vals, ids = part.topk(k, dim=-1) if k < vocab else part.sort(dim=-1, descending=True)  # [R, k]
+        before = vals.cumsum(-1) - vals  # mass of the more likely tokens
+        kept = (before <= top_p).sum(-1)  # [R]: the set is a prefix of the sorted candidates
+        wider = []
+        for j, r in enumerate(rows):
+            if k == vocab or before[j, -1] > top_p:
+                n = int(kept[j])
+                sets[r] = (vals[j, :n], ids[j, :n])
+            else:
+                wider.append(r)
+        rows = wider
+        if not rows:
+            break
+    return sets  # type: ignore[return-value]
+
+
+def _top_p(probs: Any, top_p: float) -> Any:
+    """``probs`` [B, V] with everything outside each row's top-p set zeroed (the sets of
+    :func:`_top_p_sets`, scattered back over the vocabulary)."""
+    import torch
+
+    out = torch.zeros_like(probs)
+    for r, (w, ids) in enumerate(_top_p_sets(probs, top_p)):
+        out[r, ids] = w
+    return out
 
 
 def has_stop(tokenizer: Any, ids: list[int], stop: Sequence[str]) -> bool:
