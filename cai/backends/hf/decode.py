@@ -68,9 +68,8 @@ def pick(logits: Any, params: SamplingParams, generators: list) -> Any:
     ``topk`` of 64 (then 1024, then the full sort) when that already covers the
     mass of that row (a row that needs more is widened alone: one flat row
     does not sort the whole batch), which keeps the same set as a full sort
-    but is faster; each row then draws among its own set, not over the whole
-    vocabulary: the same distribution, at a fraction of the cost of a
-    49k-way ``multinomial`` per row and step.
+    but is faster. Each row draws from its set laid over the vocabulary
+    (zeros elsewhere), so a seed gives the same token as a full sort would.
 
     >>> import torch
     >>> logits = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]))
@@ -88,9 +87,13 @@ def pick(logits: Any, params: SamplingParams, generators: list) -> Any:
     probs = torch.softmax(logits / params.temperature, dim=-1).cpu()  # [B, V]
     if params.top_p >= 1.0:
         picks = [int(torch.multinomial(probs[j], 1, generator=g)) for j, g in enumerate(generators)]
-    else:
-        picks = [int(ids[torch.multinomial(w, 1, generator=g)])
-                 for (w, ids), g in zip(_top_p_sets(probs, params.top_p), generators)]
+    else:  # the full-vocabulary vector of each row's set: the draw a seed gives does not depend on how
+        # the set was found (drawing among the set's own k weights is faster but draws other tokens)
+        picks = []
+        for (w, ids), g in zip(_top_p_sets(probs, params.top_p), generators):
+            row = probs.new_zeros(probs.shape[-1])
+            row[ids] = w
+            picks.append(int(torch.multinomial(row, 1, generator=g)))
     return torch.tensor(picks, device=logits.device)
 
 
