@@ -9,7 +9,7 @@ rounds, best time kept), and prints tok/s of each and the ratio, beside the same
 (the setting of ``int8.py``): the gap between the two ratios is what sampling and longer answers cost
 outside the linear layers that int8 speeds up.
 
-Usage: python benchmarks/int8_stage.py [--prompts 32] [--repeats 2]
+Usage: python benchmarks/int8_stage.py [--prompts 32] [--repeats 2] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (the quickstart's: 64)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -46,8 +47,8 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     const = load_constitution("harmless")
     chats = stage_chats(args.prompts, const.system_prompt)
-    fp = HFBackend("default", batch_size=32)
-    i8 = HFBackend("default", batch_size=32, dtype="int8", tokenizer=fp.tokenizer)
+    fp = HFBackend("default", batch_size=args.batch_size)
+    i8 = HFBackend("default", batch_size=args.batch_size, dtype="int8", tokenizer=fp.tokenizer)
     settings = {"sampled (the stage: T 1.0, top-p 0.95, n 3, 48 tokens)":
                 SamplingParams(max_new_tokens=48, temperature=1.0, top_p=0.95, n=3, seed=0),
                 "greedy (n 1, 48 tokens)": SamplingParams(max_new_tokens=48, temperature=0.0)}
@@ -63,8 +64,8 @@ def main() -> None:
                 if (name, label) not in best or dt < best[name, label][0]:
                     best[name, label] = (dt, tokens)
     n = sum(len(fp.render(c)) for c in chats) / len(chats)
-    print(f"{len(chats)} chats, mean prompt {n:.0f} tokens; 1-min load average {load0:.1f} -> "
-          f"{os.getloadavg()[0]:.1f}")
+    print(f"{len(chats)} chats, mean prompt {n:.0f} tokens, batch {args.batch_size}; 1-min load average "
+          f"{load0:.1f} -> {os.getloadavg()[0]:.1f}")
     print("| call | fp32 tok/s | int8 tok/s | int8 / fp32 |\n|---|---|---|---|")
     for name in settings:
         (t32, k32), (t8, k8) = best[name, "fp32"], best[name, "int8"]
