@@ -97,6 +97,54 @@ def _procs_mentioning(text: str) -> list[int]:
     return out
 
 
+def start_serve(args: list[str], wait: float = 180) -> tuple[subprocess.Popen, int, dict]:
+    """``cai serve ARGS --port P`` in its own session, once its /health answers: (process, port, health)."""
+    port = free_port()
+    cai = [sys.executable, "-c", "from cai.cli import main; main()"]
+    proc = subprocess.Popen([*cai, "serve", *args, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    deadline = time.monotonic() + wait
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            return proc, port, _get(f"http://127.0.0.1:{port}/health")
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("cai serve did not come up") from None
+            time.sleep(0.5)
+
+
+def direct_answers(health: dict) -> dict[str, str]:
+    """Each layer's own greedy answer to PROMPT, asked of its engine directly (not through the router)."""
+    from openai import OpenAI
+
+    out = {}
+    for layer, info in health["layers"].items():
+        engine = OpenAI(base_url=info["engine"], api_key="x", max_retries=0)
+        answer = engine.chat.completions.create(model=info["model"], messages=PROMPT, max_tokens=8)
+        out[layer] = answer.choices[0].message.content
+    return out
+
+
+def streamed(router, headers: dict[str, str]) -> tuple[str, list[str]]:
+    """One streamed answer to PROMPT through the router: (the layer that answered, its text chunks)."""
+    with router.chat.completions.with_streaming_response.create(
+            model="cai", messages=PROMPT, max_tokens=8, stream=True, extra_headers=headers) as resp:
+        chunks = [c.choices[0].delta.content or "" for c in resp.parse() if c.choices]
+        return resp.headers["x-cai-layer"], chunks
+
+
+def stop_serve(proc: subprocess.Popen) -> str:
+    """SIGTERM ``cai serve``; its output, once it exited 0."""
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped (SIGTERM); every engine stopped" in out
+    return out
+
+
 @pytest.mark.integration
 def test_serve_routes_each_region_to_its_engine_streams_and_leaves_nothing(tmp_path):
     from openai import OpenAI
@@ -104,47 +152,23 @@ def test_serve_routes_each_region_to_its_engine_streams_and_leaves_nothing(tmp_p
     for seed, name in enumerate(("core", "eu", "us")):
         distinct_model(tmp_path / name, seed)
     (tmp_path / "routes.yaml").write_text(ROUTES)
-    port = free_port()
-    cai = [sys.executable, "-c", "from cai.cli import main; main()"]
-    proc = subprocess.Popen([*cai, "serve", "--routes", str(tmp_path / "routes.yaml"), "--port", str(port),
-                             "--log-dir", str(tmp_path / "logs"), "--startup-timeout", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    proc, port, health = start_serve(["--routes", str(tmp_path / "routes.yaml"), "--log-dir",
+                                      str(tmp_path / "logs"), "--startup-timeout", "120"])
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                health = _get(f"http://127.0.0.1:{port}/health")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "cai serve did not come up"
-                time.sleep(0.5)
         assert health["status"] == "ok"
         router = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        direct = {}
-        for layer, info in health["layers"].items():  # each model's own greedy answer, asked of its engine
-            engine = OpenAI(base_url=info["engine"], api_key="x", max_retries=0)
-            answer = engine.chat.completions.create(model=info["model"], messages=PROMPT, max_tokens=8)
-            direct[layer] = answer.choices[0].message.content
+        direct = direct_answers(health)
         assert len(set(direct.values())) == 3, direct  # the check below can tell the layers apart
         for region, layer in (("eu", "eu"), ("us", "us"), ("apac", "core")):
             raw = router.chat.completions.with_raw_response.create(
                 model="cai", messages=PROMPT, max_tokens=8, extra_headers={"X-User-Region": region})
             assert raw.headers["x-cai-layer"] == layer
             assert raw.parse().choices[0].message.content == direct[layer], region
-        with router.chat.completions.with_streaming_response.create(
-                model="cai", messages=PROMPT, max_tokens=8, stream=True,
-                extra_headers={"Accept-Language": "de-DE"}) as resp:
-            assert resp.headers["x-cai-layer"] == "eu"
-            chunks = [c.choices[0].delta.content or "" for c in resp.parse() if c.choices]
-        assert len(chunks) > 2 and "".join(chunks) == direct["eu"]
+        layer, chunks = streamed(router, {"Accept-Language": "de-DE"})
+        assert layer == "eu" and len(chunks) > 2 and "".join(chunks) == direct["eu"]
         engines = _procs_mentioning(str(tmp_path))
         assert len(engines) >= 4  # cai serve and its three engines (and their watchdogs)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    assert "stopped (SIGTERM); every engine stopped" in out
+        out = stop_serve(proc)
     assert "-> layer core (unknown region 'apac' (header X-User-Region): core layer): 200" in out
     assert wait_gone(engines, 10) == [] and _procs_mentioning(str(tmp_path)) == []

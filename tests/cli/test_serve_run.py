@@ -6,17 +6,19 @@ streams, and stops with nothing left behind."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from cai.engines.process import free_port
-from tests.cli.test_serve import PROMPT, _get, _procs_mentioning, distinct_model
+from tests.cli.test_serve import (
+    PROMPT,
+    _procs_mentioning,
+    direct_answers,
+    distinct_model,
+    start_serve,
+    stop_serve,
+    streamed,
+)
 from tests.helpers.cli import run_cli
 from tests.unit.engines.procs import wait_gone
 
@@ -78,29 +80,11 @@ def test_serve_run_merges_adapters_routes_regions_streams_and_leaves_nothing(run
     from openai import OpenAI
 
     assert not (run_dir / "serve" / "merged").exists()  # only adapters: cai serve merges them itself
-    port = free_port()
-    cai = [sys.executable, "-c", "from cai.cli import main; main()"]
-    proc = subprocess.Popen([*cai, "serve", "--run", str(run_dir), "--port", str(port),
-                             "--startup-timeout", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    proc, port, health = start_serve(["--run", str(run_dir), "--startup-timeout", "120"], wait=240)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                health = _get(f"http://127.0.0.1:{port}/health")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "cai serve did not come up"
-                time.sleep(0.5)
         assert health["status"] == "ok" and sorted(health["layers"]) == ["core", "eu", "us"]
         router = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        direct = {}
-        for layer, info in health["layers"].items():  # each layer's own greedy answer, asked of its engine
-            engine = OpenAI(base_url=info["engine"], api_key="x", max_retries=0)
-            answer = engine.chat.completions.create(model=info["model"], messages=PROMPT, max_tokens=8)
-            direct[layer] = answer.choices[0].message.content
+        direct = direct_answers(health)  # each layer's own greedy answer, asked of its engine
         assert len(set(direct.values())) == 3, direct  # the adapters change the core's answer, differently
         for region, layer in (("eu", "eu"), ("us", "us"), ("mars", "core")):
             raw = router.chat.completions.with_raw_response.create(
@@ -111,20 +95,13 @@ def test_serve_run_merges_adapters_routes_regions_streams_and_leaves_nothing(run
             model="cai", messages=PROMPT, max_tokens=8, extra_body={"metadata": {"region": "us"}})
         assert raw.headers["x-cai-layer"] == "us"
         assert raw.parse().choices[0].message.content == direct["us"]
-        with router.chat.completions.with_streaming_response.create(
-                model="cai", messages=PROMPT, max_tokens=8, stream=True,
-                extra_headers={"X-User-Region": "EU"}) as resp:
-            assert resp.headers["x-cai-layer"] == "eu"
-            chunks = [c.choices[0].delta.content or "" for c in resp.parse() if c.choices]
-        assert len(chunks) > 2 and "".join(chunks) == direct["eu"]
+        layer, chunks = streamed(router, {"X-User-Region": "EU"})  # region names match in any case
+        assert layer == "eu" and len(chunks) > 2 and "".join(chunks) == direct["eu"]
         engines = _procs_mentioning(str(run_dir))
         assert len(engines) >= 4  # cai serve and its three engines (and their watchdogs)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
+        out = stop_serve(proc)
     assert all(f"merging {run_dir / 'regions' / r / 'adapter'}" in out for r in REGIONS), out
-    assert "stopped (SIGTERM); every engine stopped" in out
     assert "-> layer core (unknown region 'mars' (header X-User-Region): core layer): 200" in out
     assert wait_gone(engines, 10) == [] and _procs_mentioning(str(run_dir)) == []
     for region in REGIONS:  # cai serve merged each adapter onto the core, where --check says
