@@ -353,15 +353,6 @@ class AdapterSpec(_Section):
     beta: float | None = None
     allow_weak_labels: bool = False  # dpo: train on AI labels that carry no signal (and no human labels)
 
-    def merged(self, over: AdapterSpec) -> AdapterSpec:
-        """This spec with the keys ``over`` sets (a region's own ``adapter:``) over it.
-
-        >>> AdapterSpec(beta=0.2).merged(AdapterSpec.model_validate({"method": "sft"})).model_dump(
-        ...     include={"method", "beta"})
-        {'method': 'sft', 'beta': 0.2}
-        """
-        return inherit(self, over)
-
 
 def inherit(base: BaseModel, over: BaseModel) -> Any:
     """``base`` with the fields ``over`` was given explicitly (its ``model_fields_set``) taken from ``over``.
@@ -487,7 +478,7 @@ class Recipe(_Section):
 
     def adapter_for(self, region: str) -> AdapterSpec:
         """Region ``region``'s adapter settings: the recipe's ``adapter:``, the region's own keys over it."""
-        return self.adapter.merged(self.regions[region].adapter)
+        return inherit(self.adapter, self.regions[region].adapter)
 
     def region_stage_names(self, region: str) -> list[str]:
         """Region ``region``'s stages, in order (no answers/label for an ``sft`` adapter).

@@ -94,13 +94,15 @@ def core_stage(recipe: Recipe) -> Stage:
     return Stage(CORE_STAGE, (last,), fingerprint, run)
 
 
-def region_stages(recipe: Recipe, name: str) -> list[Stage]:
-    """Region ``name``'s stages (see the module doc)."""
+def region_stage(recipe: Recipe, stage: str) -> Stage:
+    """The stage named ``regions/<region>/<kind>`` (see the module doc)."""
+    _, name, kind = stage.split("/")
+    if kind == "adapter":
+        return adapter_stage(recipe, name)
     rr, scope = region_recipe(recipe, name), region_scope(name)
-    makers = {"split": lambda: split_stage(rr, scope), "critique": lambda: critique_stage(rr, scope),
-              "answers": lambda: answers_stage(rr, 1, scope), "label": lambda: label_stage(rr, 1, scope),
-              "adapter": lambda: adapter_stage(recipe, name)}
-    return [makers[s.rsplit("/", 1)[1]]() for s in recipe.region_stage_names(name)]
+    makers = {"split": split_stage, "critique": critique_stage,
+              "answers": lambda r, s: answers_stage(r, 1, s), "label": lambda r, s: label_stage(r, 1, s)}
+    return makers[kind](rr, scope)
 
 
 ADAPTER_METRICS = {"dpo": ("train_loss", "rewards/accuracies", "rewards/margins", "global_step"),

@@ -24,15 +24,12 @@ MAKERS: dict[str, Callable[..., Stage]] = {  # (recipe) or, for a later round, (
 def build_stages(recipe: Recipe) -> list[Stage]:
     """The recipe's stages, in order (only those it enables; a later round's ``answers_r2`` is
     ``answers_stage(recipe, 2)``; ``core`` and ``regions/R/...``: :mod:`cai.run.regions`)."""
-    from cai.run.regions import CORE_STAGE, core_stage, region_stages
+    from cai.run.regions import CORE_STAGE, core_stage, region_stage
 
     stages = []
     for name in recipe.stage_names():
-        if name == CORE_STAGE:
-            stages.append(core_stage(recipe))
-            stages += [s for region in recipe.regions for s in region_stages(recipe, region)]
-            continue
-        if name.startswith("regions/"):
+        if name == CORE_STAGE or name.startswith("regions/"):
+            stages.append(core_stage(recipe) if name == CORE_STAGE else region_stage(recipe, name))
             continue
         base, _, r = name.partition("_r")
         stages.append(MAKERS[base](recipe, int(r)) if r else MAKERS[name](recipe))

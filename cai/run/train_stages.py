@@ -94,7 +94,6 @@ def adapter_job(recipe: Recipe, name: str, data: str, output: str, core: str) ->
     return job, train
 
 
-
 POLICY_JOBS: dict[str, Callable[[Recipe, tuple[str, ...], str, str, str | None], TrainJob]] = {
     "dpo": dpo_job, "ppo": ppo_job, "rloo": rl_job, "grpo": rl_job,
 }

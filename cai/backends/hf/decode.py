@@ -129,17 +129,6 @@ def _top_p_sets(probs: Any, top_p: float) -> list[tuple[Any, Any]]:
     return sets  # type: ignore[return-value]
 
 
-def _top_p(probs: Any, top_p: float) -> Any:
-    """``probs`` [B, V] with everything outside each row's top-p set zeroed (the sets of
-    :func:`_top_p_sets`, scattered back over the vocabulary)."""
-    import torch
-
-    out = torch.zeros_like(probs)
-    for r, (w, ids) in enumerate(_top_p_sets(probs, top_p)):
-        out[r, ids] = w
-    return out
-
-
 def has_stop(tokenizer: Any, ids: list[int], stop: Sequence[str]) -> bool:
     """Whether the decoded tail of ``ids`` contains a stop string."""
     tail = tokenizer.decode(ids[-32:], skip_special_tokens=True)
